@@ -1,0 +1,62 @@
+# shellcheck shell=bash
+# Sourced by scripts/test and scripts/demo (not executable on its own).
+#
+# Moves to the repository root and makes sure .venv exists and holds the package
+# (editable) with its development extras. Afterwards $VENV_BIN points at .venv/bin.
+# Set PYTHON=/path/to/python to choose the interpreter used to create .venv.
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+VENV_DIR="$REPO_ROOT/.venv"
+VENV_BIN="$VENV_DIR/bin"
+# Re-install when pyproject.toml or the interpreter changes.
+_STAMP_FILE="$VENV_DIR/.smtp-backends-installed"
+
+_pick_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.11 python3 python; do
+        [ -n "$candidate" ] || continue
+        command -v "$candidate" >/dev/null 2>&1 || continue
+        if "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+            >/dev/null 2>&1; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    echo "error: need Python >= 3.10 (tried \$PYTHON, python3.11, python3, python)" >&2
+    return 1
+}
+
+_bootstrap_venv() {
+    if [ ! -x "$VENV_BIN/python" ] || ! "$VENV_BIN/python" -c 'pass' >/dev/null 2>&1; then
+        local base_python
+        base_python="$(_pick_python)"
+        echo "==> creating .venv with $base_python ($("$base_python" --version 2>&1))"
+        rm -rf "$VENV_DIR"
+        "$base_python" -m venv "$VENV_DIR"
+    fi
+
+    local wanted
+    wanted="$("$VENV_BIN/python" - <<'PY'
+import hashlib, sys
+with open("pyproject.toml", "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+print(f"{sys.version_info[:3]} {digest}")
+PY
+)"
+    if [ -f "$_STAMP_FILE" ] && [ "$(cat "$_STAMP_FILE")" = "$wanted" ] \
+        && "$VENV_BIN/python" -I -c 'import importlib.metadata as m; m.version("smtp-backends")' \
+            >/dev/null 2>&1; then
+        return 0
+    fi
+
+    echo "==> installing smtp-backends[dev] into .venv"
+    rm -f "$_STAMP_FILE"
+    "$VENV_BIN/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+    printf '%s\n' "$wanted" >"$_STAMP_FILE"
+}
+
+_bootstrap_venv
+export VIRTUAL_ENV="$VENV_DIR"
+export PATH="$VENV_BIN:$PATH"
