@@ -1,0 +1,216 @@
+"""The client side of one SMTP connection as a state machine, without I/O.
+
+The caller registers each command it writes with :meth:`ClientConnection.send`
+(which checks that the command may be sent now and returns its bytes), feeds
+received bytes to :meth:`ClientConnection.receive_data`, and takes replies,
+each paired with the command it answers, from :meth:`next_event`.
+
+The pipelining rule of RFC 2920 section 3.1 lives here: several commands may
+be in flight only when the server advertised PIPELINING and the caller
+enabled it, and a command that must end a group (EHLO, DATA, AUTH, NOOP,
+QUIT, STARTTLS...) is never followed by another before its reply. Message
+content may lead a group, but only right after a 354 reply to DATA.
+
+Any protocol violation by the server moves the connection to ``ERROR`` and
+every later call refuses: a connection whose state is in doubt is never
+reused.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from ..errors import SMTPProtocolError, SMTPServerDisconnected
+from .replies import DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_REPLY_SIZE, ReplyParser, SMTPResponse
+
+__all__ = ("ClientConnection", "Command", "Phase")
+
+
+class Command(enum.Enum):
+    """What a reply answers."""
+
+    GREETING = "greeting"
+    EHLO = "EHLO"
+    HELO = "HELO"
+    STARTTLS = "STARTTLS"
+    AUTH = "AUTH"
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    CONTENT = "message content"
+    RSET = "RSET"
+    NOOP = "NOOP"
+    QUIT = "QUIT"
+    OTHER = "command"
+
+
+# RFC 2920 3.1: these may appear anywhere in a group; all others end it.
+_GROUPABLE = frozenset({Command.MAIL, Command.RCPT, Command.RSET, Command.CONTENT})
+# Commands that need a completed EHLO/HELO first.
+_NEEDS_HELLO = frozenset({Command.MAIL, Command.RCPT, Command.DATA, Command.AUTH, Command.STARTTLS})
+
+
+class Phase(enum.Enum):
+    """Where the connection stands."""
+
+    AWAIT_GREETING = "awaiting greeting"
+    GREETED = "greeted"  # EHLO/HELO needed
+    READY = "ready"
+    TLS_HANDSHAKE = "TLS handshake"  # 220 to STARTTLS received
+    CLOSING = "closing"  # QUIT sent
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class ClientConnection:
+    """State of one client connection: what was sent, what replies mean.
+
+    Args:
+        max_line_length: reply line cap in bytes.
+        max_reply_size: whole reply cap in bytes.
+    """
+
+    def __init__(
+        self,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+    ) -> None:
+        self._parser = ReplyParser(max_line_length, max_reply_size)
+        self.phase = Phase.AWAIT_GREETING
+        #: Commands awaiting their reply, oldest first.
+        self.pending: deque[Command] = deque([Command.GREETING])
+        self._events: deque[tuple[Command, SMTPResponse]] = deque()
+        #: Set by the owner when the server advertised PIPELINING and it is wanted.
+        self.pipelining = False
+        self._content_allowed = False
+        self.error: SMTPProtocolError | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection {self.phase.value}, {len(self.pending)} awaiting reply>"
+
+    @property
+    def ready_events(self) -> int:
+        """How many replies are parsed and waiting in :meth:`next_event`."""
+        return len(self._events)
+
+    # Sending ---------------------------------------------------------------
+
+    def send(self, command: Command, data: bytes) -> bytes:
+        """Register ``data`` (encoded ``command``) as sent and return it.
+
+        Raises:
+            SMTPServerDisconnected: the connection is closed or failed earlier.
+            SMTPProtocolError: the command may not be sent now (out of order,
+                or more than one in flight without pipelining).
+        """
+        phase = self.phase
+        if phase is not Phase.READY and phase is not Phase.GREETED:
+            if phase is Phase.ERROR:
+                cause = f": {self.error.message}" if self.error is not None else ""
+                raise SMTPProtocolError(f"Connection unusable after an earlier error{cause}")
+            if phase is Phase.CLOSED or phase is Phase.CLOSING:
+                raise SMTPServerDisconnected("Connection closed")
+            raise SMTPProtocolError(f"Cannot send {command.value} while {phase.value}")
+        if command in _NEEDS_HELLO and phase is not Phase.READY:
+            raise SMTPProtocolError(f"{command.value} needs EHLO or HELO first")
+        pending = self.pending
+        if command is Command.CONTENT:
+            if not self._content_allowed:
+                raise SMTPProtocolError("Message content may only follow a 354 reply")
+            self._content_allowed = False
+        elif self._content_allowed:
+            # After 354 the server reads everything up to the dot as message text.
+            raise SMTPProtocolError(
+                f"Cannot send {command.value} after 354: the content must come first"
+            )
+        elif pending and not (self.pipelining and pending[-1] in _GROUPABLE):
+            raise SMTPProtocolError(
+                f"Cannot send {command.value} before the reply to {pending[-1].value}"
+            )
+        if command is Command.QUIT:
+            self.phase = Phase.CLOSING
+        pending.append(command)
+        return data
+
+    # Receiving -------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed received bytes; complete replies become events.
+
+        Raises:
+            SMTPProtocolError: malformed or oversized replies, a reply nobody
+                asked for, or bytes after the 220 reply to STARTTLS (a
+                response injection attempt).
+        """
+        if self.phase is Phase.ERROR:
+            raise self.error or SMTPProtocolError("Connection failed earlier")
+        if self.phase is Phase.TLS_HANDSHAKE:
+            self._fail("Data received after the STARTTLS reply, before the TLS handshake")
+        replies, error = self._parser.parse(data)
+        for reply in replies:
+            self._on_reply(reply)
+        if error is not None:
+            # Raised after the good replies before it became events.
+            self._fail(error.message)
+        if self.phase is Phase.TLS_HANDSHAKE and self._parser.has_partial_data:
+            self._fail("Data received after the STARTTLS reply, before the TLS handshake")
+
+    def next_event(self) -> tuple[Command, SMTPResponse] | None:
+        """The oldest unread reply with the command it answers, or None."""
+        return self._events.popleft() if self._events else None
+
+    def _on_reply(self, reply: SMTPResponse) -> None:
+        if self.phase is Phase.TLS_HANDSHAKE:
+            # RFC 3207 4.2 / CVE-2011-0411: nothing may follow the 220 before TLS.
+            self._fail("Reply received after the STARTTLS reply, before the TLS handshake")
+        if not self.pending:
+            if reply.code == 421:
+                # RFC 5321 3.8: a server may announce its shutdown at any time.
+                self._events.append((Command.OTHER, reply))
+                self.phase = Phase.CLOSED
+                return
+            self._fail(f"Reply received with no command awaiting one: {reply}")
+        command = self.pending.popleft()
+        code = reply.code
+        if command is Command.GREETING:
+            self.phase = Phase.GREETED if code == 220 else Phase.CLOSED
+        elif command is Command.EHLO or command is Command.HELO:
+            if code == 250:
+                self.phase = Phase.READY
+        elif command is Command.STARTTLS:
+            if code == 220:
+                self.phase = Phase.TLS_HANDSHAKE
+        elif command is Command.DATA:
+            self._content_allowed = code == 354
+        elif command is Command.QUIT:
+            self.phase = Phase.CLOSED
+        if code == 421 and self.phase is not Phase.CLOSING:
+            self.phase = Phase.CLOSED
+        self._events.append((command, reply))
+
+    def _fail(self, message: str) -> None:
+        self.phase = Phase.ERROR
+        self.error = SMTPProtocolError(message)
+        raise self.error
+
+    # Lifecycle -------------------------------------------------------------
+
+    def tls_established(self) -> None:
+        """The STARTTLS handshake succeeded: forget everything learned before it.
+
+        RFC 3207 4.2: the client must discard knowledge obtained from the
+        server before TLS and send EHLO again.
+        """
+        if self.phase is not Phase.TLS_HANDSHAKE:
+            raise SMTPProtocolError(f"No STARTTLS handshake expected while {self.phase.value}")
+        self._parser = ReplyParser(self._parser.max_line_length, self._parser.max_reply_size)
+        self._events.clear()
+        self.pipelining = False
+        self._content_allowed = False
+        self.phase = Phase.GREETED
+
+    def connection_lost(self) -> None:
+        """The transport is gone; every later send refuses."""
+        if self.phase is not Phase.ERROR:
+            self.phase = Phase.CLOSED

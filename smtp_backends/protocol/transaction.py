@@ -1,0 +1,165 @@
+"""Judging one mail transaction (MAIL, RCPT..., DATA, content) from its replies.
+
+A :class:`Transaction` is pure: it encodes its commands and, fed the reply
+to each, decides what comes next and what the outcome is. The client drives
+it in lock-step or pipelined (RFC 2920); the judgement is the same.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+from ..errors import (
+    SMTPDataError,
+    SMTPException,
+    SMTPRecipientRefused,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+)
+from . import commands
+from .replies import SMTPResponse
+
+__all__ = ("AfterData", "Envelope", "Outcome", "Transaction")
+
+#: What a message send returns: refused recipients and the final reply text.
+Outcome = tuple[dict[str, SMTPResponse], str]
+
+
+class Envelope:
+    """A message ready for the wire: sender, recipients, options and content.
+
+    The constructor validates and encodes everything, so a bad address or
+    option raises :class:`ValueError` before a byte is written.
+
+    Args:
+        sender: envelope sender (``""`` for the null reverse-path).
+        recipients: envelope recipients (at least one).
+        content: message bytes already passed through
+            :func:`~smtp_backends.protocol.data.encode_content`.
+        mail_options: ESMTP parameters for MAIL.
+        rcpt_options: ESMTP parameters for every RCPT.
+        utf8: encode addresses as UTF-8 (SMTPUTF8).
+    """
+
+    __slots__ = ("commands", "content", "recipients", "sender")
+
+    def __init__(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        content: bytes,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+        *,
+        utf8: bool = False,
+    ) -> None:
+        if not recipients:
+            raise ValueError("A message needs at least one recipient")
+        self.sender = sender
+        self.recipients = list(recipients)
+        self.content = content
+        mail = commands.mail_from(sender, mail_options, utf8=utf8)
+        rcpts = [commands.rcpt_to(r, rcpt_options, utf8=utf8) for r in self.recipients]
+        #: MAIL, every RCPT and DATA, encoded.
+        self.commands = [mail, *rcpts, b"DATA\r\n"]
+
+
+class AfterData(enum.Enum):
+    """What to send once the reply to DATA is known."""
+
+    CONTENT = "send the content and the terminating dot"
+    EMPTY_DOT = "send a lone dot to close a DATA accepted for nobody (RFC 2920 3.1)"
+    RSET = "reset: the transaction was opened but cannot go on"
+    NOTHING = "nothing: no transaction is open on the server"
+
+
+class Transaction:
+    """The replies of one message's transaction and the verdict on them."""
+
+    __slots__ = (
+        "_accepted",
+        "_rcpt_index",
+        "envelope",
+        "error",
+        "mail_accepted",
+        "refused",
+        "result",
+    )
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.envelope = envelope
+        self.mail_accepted = False
+        self.refused: dict[str, SMTPResponse] = {}
+        self._rcpt_index = 0
+        self._accepted = 0
+        #: The failure, once known.
+        self.error: SMTPException | None = None
+        #: The success, once known.
+        self.result: Outcome | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the outcome (success or failure) is known."""
+        return self.error is not None or self.result is not None
+
+    @property
+    def any_recipient_accepted(self) -> bool:
+        """Whether at least one RCPT so far got a 2xx."""
+        return self._accepted > 0
+
+    def on_mail(self, reply: SMTPResponse) -> None:
+        """Judge the reply to MAIL."""
+        if reply.code == 250:
+            self.mail_accepted = True
+        elif self.error is None:
+            self.error = SMTPSenderRefused(reply.code, reply.message, self.envelope.sender)
+
+    def on_rcpt(self, reply: SMTPResponse) -> None:
+        """Judge the reply to the next RCPT (in the order sent)."""
+        recipient = self.envelope.recipients[self._rcpt_index]
+        self._rcpt_index += 1
+        if reply.code in (250, 251):
+            self._accepted += 1
+        else:
+            self.refused[recipient] = reply
+        finished = self._rcpt_index == len(self.envelope.recipients)
+        if finished and not self.any_recipient_accepted and self.error is None:
+            self.error = SMTPRecipientsRefused(
+                [SMTPRecipientRefused(r.code, r.message, a) for a, r in self.refused.items()]
+            )
+
+    def on_data(self, reply: SMTPResponse) -> AfterData:
+        """Judge the reply to DATA and say what must follow."""
+        if reply.code == 354:
+            # RFC 2920 3.1: a DATA accepted although the transaction already
+            # failed is closed with a lone dot, never with the content.
+            return AfterData.CONTENT if self.error is None else AfterData.EMPTY_DOT
+        if self.error is None:
+            self.error = SMTPDataError(reply.code, reply.message)
+        return AfterData.RSET if self.mail_accepted else AfterData.NOTHING
+
+    def skip_data(self) -> AfterData:
+        """Lock-step: DATA will not be sent (the envelope already failed)."""
+        return AfterData.RSET if self.mail_accepted else AfterData.NOTHING
+
+    def on_end_of_data(self, reply: SMTPResponse) -> None:
+        """Judge the reply to the terminating dot."""
+        if self.error is not None:
+            return  # the lone dot after a failed envelope: its reply changes nothing
+        if reply.code == 250:
+            self.result = (dict(self.refused), reply.message)
+        else:
+            self.error = SMTPDataError(reply.code, reply.message)
+
+    def fail(self, error: SMTPException) -> None:
+        """Record a failure from outside the replies (disconnect, timeout)."""
+        if not self.done:
+            self.error = error
+
+    def outcome(self) -> Outcome | SMTPException:
+        """The verdict: the success tuple or the exception."""
+        if self.result is not None:
+            return self.result
+        return self.error or SMTPResponseException(-1, "Transaction did not complete")
