@@ -1,0 +1,974 @@
+"""The SMTP client: aiosmtplib's public API over the sans-IO core, plus pipelining.
+
+One :class:`SMTP` instance owns at most one connection, used by one
+transaction at a time (an :class:`asyncio.Lock` serialises concurrent
+callers). Any timeout, cancellation or protocol error closes the connection:
+its state is in doubt, so it is never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.message
+import enum
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+from .config import ConnectionConfig, OAuthTokenGenerator, SocketPath
+from .delivery import deliver
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPConnectResponseError,
+    SMTPConnectTimeoutError,
+    SMTPDataError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPInsecureAuthError,
+    SMTPNotSupported,
+    SMTPProtocolError,
+    SMTPReadTimeoutError,
+    SMTPRecipientRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from .message import envelope_for_data, envelope_for_message, message_bytes
+from .protocol import commands
+from .protocol.auth import MECHANISMS, AuthExchange, Mechanism, XOAuth2
+from .protocol.connection import Command, Phase
+from .protocol.data import END_OF_DATA, encode_content
+from .protocol.extensions import Extensions
+from .protocol.replies import SMTPResponse
+from .protocol.transaction import Envelope, Outcome
+from .transport import SMTPTransport, log_reply, log_sent, logger, open_transport
+
+__all__ = ("SMTP", "BatchItem", "Default", "send")
+
+#: What :meth:`SMTP.send_messages` takes per message: a message object, or
+#: ``(sender, recipients, data)`` as :meth:`SMTP.sendmail` takes them.
+BatchItem = email.message.Message | tuple[str, str | Sequence[str], str | bytes]
+
+# Above this size a group's pieces are written one by one instead of joined,
+# so a large message is not copied just to be sent.
+_JOIN_LIMIT = 256 * 1024
+
+
+class Default(enum.Enum):
+    """Marks "use the client's default timeout" in a ``timeout=`` argument."""
+
+    token = 0
+
+
+_default = Default.token
+Timeout = float | None | Literal[Default.token]
+
+_fqdn: str | None = None
+
+
+async def _default_local_hostname() -> str:
+    """This host's FQDN for EHLO, looked up once per process off the event loop."""
+    global _fqdn
+    if _fqdn is None:
+        name = await asyncio.get_running_loop().run_in_executor(None, socket.getfqdn)
+        try:
+            commands.ehlo_name(name)
+            name.encode("ascii")
+        except (ValueError, UnicodeEncodeError):
+            name = "localhost"
+        _fqdn = name
+    return _fqdn
+
+
+class _ConfigOption:
+    """Exposes one :class:`ConnectionConfig` field as an SMTP attribute (as aiosmtplib)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, client: SMTP | None, owner: type) -> Any:
+        if client is None:
+            return self
+        return getattr(client._config, self.name)
+
+    def __set__(self, client: SMTP, value: Any) -> None:
+        client._config = client._config.replace(**{self.name: value})
+
+
+class SMTP:
+    """An asyncio SMTP client, compatible with aiosmtplib's ``SMTP``.
+
+    Constructing it never connects: await :meth:`connect`, or use
+    ``async with SMTP(...) as client:``. Every keyword may also be given to
+    :meth:`connect`.
+
+    Args:
+        hostname: server name or address (default ``"localhost"``).
+        port: server port (default 465 with ``use_tls``, 587 with
+            ``start_tls=True``, else 25).
+        username: log in as this user after connecting.
+        password: password for ``username``.
+        oauth_token_generator: async callable giving an OAuth 2.0 access token
+            (XOAUTH2), instead of ``password``.
+        local_hostname: name sent with EHLO/HELO (default: this host's FQDN).
+        source_address: ``(host, port)`` to bind before connecting.
+        timeout: default seconds for every operation (60); None waits forever.
+        use_tls: implicit TLS from the first byte (port 465).
+        start_tls: None upgrades when the server offers STARTTLS; True
+            requires it (the connection fails if not offered); False never
+            upgrades on connect (call :meth:`starttls` yourself).
+        validate_certs: verify the server's certificate and host name.
+        client_cert: path of a client certificate (PEM).
+        client_key: path of its private key.
+        tls_context: an :class:`ssl.SSLContext` to use as is.
+        cert_bundle: path of extra trusted CA certificates.
+        socket_path: connect to a Unix domain socket instead.
+        sock: an already connected socket to use instead.
+        pipelining: use ESMTP PIPELINING (RFC 2920) when the server offers it.
+        allow_insecure_auth: allow AUTH over an unencrypted connection to a
+            host other than this one.
+
+    Raises:
+        ValueError: contradictory options (``use_tls`` with ``start_tls=True``...).
+    """
+
+    hostname = _ConfigOption()
+    port = _ConfigOption()
+    local_hostname = _ConfigOption()
+    source_address = _ConfigOption()
+    timeout = _ConfigOption()
+    use_tls = _ConfigOption()
+    validate_certs = _ConfigOption()
+    client_cert = _ConfigOption()
+    client_key = _ConfigOption()
+    tls_context = _ConfigOption()
+    cert_bundle = _ConfigOption()
+    socket_path = _ConfigOption()
+    sock = _ConfigOption()
+    pipelining = _ConfigOption()
+    allow_insecure_auth = _ConfigOption()
+
+    def __init__(
+        self,
+        *,
+        hostname: str | None = None,
+        port: int | None = None,
+        username: str | bytes | None = None,
+        password: str | bytes | None = None,
+        oauth_token_generator: OAuthTokenGenerator | None = None,
+        local_hostname: str | None = None,
+        source_address: tuple[str, int] | None = None,
+        timeout: float | None = 60,
+        use_tls: bool = False,
+        start_tls: bool | None = None,
+        validate_certs: bool = True,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        cert_bundle: str | None = None,
+        socket_path: SocketPath | None = None,
+        sock: socket.socket | None = None,
+        pipelining: bool = True,
+        allow_insecure_auth: bool = False,
+    ) -> None:
+        self._config = ConnectionConfig(
+            hostname=hostname,
+            port=port,
+            username=username,
+            password=password,
+            oauth_token_generator=oauth_token_generator,
+            local_hostname=local_hostname,
+            source_address=source_address,
+            timeout=timeout,
+            use_tls=use_tls,
+            start_tls=start_tls,
+            validate_certs=validate_certs,
+            client_cert=client_cert,
+            client_key=client_key,
+            tls_context=tls_context,
+            cert_bundle=cert_bundle,
+            socket_path=socket_path,
+            sock=sock,
+            pipelining=pipelining,
+            allow_insecure_auth=allow_insecure_auth,
+        )
+        self._transport: SMTPTransport | None = None
+        self._lock: asyncio.Lock | None = None
+        self._extensions = Extensions()
+        self._ehlo_response: SMTPResponse | None = None
+        #: The reply to the last HELO, if HELO was used.
+        self.last_helo_response: SMTPResponse | None = None
+
+    @classmethod
+    def from_config(cls, config: ConnectionConfig) -> SMTP:
+        """A client for an already validated :class:`ConnectionConfig`."""
+        client = cls.__new__(cls)
+        client._config = config
+        client._transport = None
+        client._lock = None
+        client._extensions = Extensions()
+        client._ehlo_response = None
+        client.last_helo_response = None
+        return client
+
+    @property
+    def config(self) -> ConnectionConfig:
+        """The connection settings in force."""
+        return self._config
+
+    def __repr__(self) -> str:
+        config = self._config
+        where = (
+            f"socket {config.socket_path!r}"
+            if config.socket_path is not None
+            else f"{config.effective_hostname}:{config.effective_port}"
+        )
+        if self._transport is None or not self._transport.is_open:
+            return f"<SMTP {where} disconnected>"
+        tls = "TLS" if self._transport.encrypted else "plaintext"
+        return f"<SMTP {where} {self._transport.connection.phase.value}, {tls}>"
+
+    # Context manager -----------------------------------------------------
+
+    async def __aenter__(self) -> SMTP:
+        if not self.is_connected:
+            await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, (ConnectionError, TimeoutError)) or not self.is_connected:
+            transport = self._transport
+            self.close()
+            if transport is not None:
+                await transport.wait_closed(grace=1.0)
+            return
+        try:
+            await self.quit()
+        except (SMTPServerDisconnected, SMTPResponseException, SMTPTimeoutError):
+            pass
+        finally:
+            self.close()
+
+    # State -----------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a usable connection is open."""
+        transport = self._transport
+        return (
+            transport is not None
+            and transport.is_open
+            and not transport.loop.is_closed()
+            and transport.connection.phase not in (Phase.CLOSED, Phase.ERROR)
+        )
+
+    @property
+    def last_ehlo_response(self) -> SMTPResponse | None:
+        """The reply to the last EHLO (None before one, and after STARTTLS)."""
+        return self._ehlo_response
+
+    @property
+    def is_ehlo_or_helo_needed(self) -> bool:
+        """Whether EHLO/HELO must be sent before a transaction."""
+        transport = self._transport
+        return transport is None or transport.connection.phase is not Phase.READY
+
+    @property
+    def supports_esmtp(self) -> bool:
+        """Whether the server answered EHLO (rather than only HELO)."""
+        return self._ehlo_response is not None
+
+    @property
+    def esmtp_extensions(self) -> dict[str, str]:
+        """Extensions from the last EHLO: lower-case keyword -> parameters."""
+        return dict(self._extensions.keywords)
+
+    @property
+    def server_auth_methods(self) -> list[str]:
+        """AUTH mechanisms the server offered, upper case."""
+        return list(self._extensions.auth_mechanisms)
+
+    @property
+    def supported_auth_methods(self) -> list[str]:
+        """Mechanisms both the server and :meth:`login` support, in preference order."""
+        offered = self._extensions.auth_mechanisms
+        return [name.lower() for name in MECHANISMS if name in offered]
+
+    def supports_extension(self, extension: str, /) -> bool:
+        """Whether the server advertised ``extension`` in its last EHLO reply."""
+        return self._extensions.supports(extension)
+
+    def get_transport_info(self, key: str) -> Any:
+        """Information about the transport (``peername``, ``sslcontext``, ...).
+
+        Raises:
+            SMTPServerDisconnected: not connected.
+        """
+        return self._require_transport().extra(key)
+
+    def _require_transport(self) -> SMTPTransport:
+        transport = self._transport
+        if transport is not None and transport.connection.error is not None:
+            # Say why the connection is unusable (say, garbage after a good reply).
+            error = transport.connection.error
+            self.close()
+            raise SMTPProtocolError(f"Connection unusable after an earlier error: {error.message}")
+        if transport is None or not self.is_connected:
+            raise SMTPServerDisconnected("Not connected to an SMTP server")
+        return transport
+
+    def _timeout(self, timeout: Timeout) -> float | None:
+        return self._config.timeout if timeout is _default else timeout
+
+    def _get_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    # Connecting ------------------------------------------------------------
+
+    async def connect(self, *, timeout: Timeout = _default, **options: Any) -> SMTPResponse:
+        """Connect, read the greeting, upgrade with STARTTLS and log in as configured.
+
+        Takes the constructor's keywords; they replace the client's settings.
+        Returns the server's greeting.
+
+        Raises:
+            ValueError: contradictory options.
+            SMTPConnectError: the connection failed (SMTPTLSError for a TLS
+                failure, SMTPConnectResponseError for a greeting other than 220).
+            SMTPConnectTimeoutError: connecting or the greeting took too long.
+            SMTPNotSupported: ``start_tls=True`` and the server offers no STARTTLS.
+            SMTPAuthenticationError: the login failed.
+        """
+        if timeout is not _default:
+            options["timeout"] = timeout
+        # As aiosmtplib: None for these two means "not given"; for the others it
+        # is a value (hostname=None means localhost, timeout=None no timeout).
+        for flag in ("use_tls", "validate_certs", "pipelining", "allow_insecure_auth"):
+            if options.get(flag, 0) is None:
+                del options[flag]
+        self._config = self._config.replace(**options)
+        if self.is_connected:
+            raise SMTPException("Already connected")
+        self.close()
+        config = self._config
+        self._lock = None  # a new connection may live on another event loop
+        async with self._get_lock():
+            self._transport = await open_transport(config, config.timeout)
+            try:
+                greeting = await self._connect_steps(config)
+            except BaseException:
+                self.close()
+                raise
+        return greeting
+
+    async def _connect_steps(self, config: ConnectionConfig) -> SMTPResponse:
+        timeout = config.timeout
+        try:
+            # Not _require_transport(): a 421 greeting already closed the session,
+            # and its reply must still be read and reported.
+            assert self._transport is not None
+            [(_, greeting)] = await self._transport.read_events(1, timeout)
+        except SMTPReadTimeoutError:
+            raise SMTPConnectTimeoutError(
+                f"Timed out waiting for the server's greeting ({timeout} s)"
+            ) from None
+        except SMTPProtocolError as exc:
+            raise SMTPConnectResponseError(-1, f"Malformed greeting: {exc.message}") from None
+        log_reply(greeting)
+        if greeting.code != 220:
+            raise SMTPConnectResponseError(greeting.code, greeting.message)
+        encrypted = config.use_tls
+        if not encrypted and config.start_tls is not False:
+            await self._ehlo_or_helo_if_needed(timeout)
+            if self.supports_extension("starttls"):
+                await self._starttls(config, None, timeout)
+            elif config.start_tls:
+                # Required but not offered: say nothing more over plaintext.
+                self.close()
+                raise SMTPNotSupported("The server does not offer STARTTLS, which is required")
+        if config.username is not None and (
+            config.password is not None or config.oauth_token_generator is not None
+        ):
+            await self._ehlo_or_helo_if_needed(timeout)
+            if config.oauth_token_generator is not None:
+                token = await config.oauth_token_generator()
+                await self._authenticate(XOAuth2(config.username, token), timeout)
+            else:
+                assert config.password is not None
+                await self._login(config.username, config.password, timeout)
+        return greeting
+
+    def close(self) -> None:
+        """Close the connection at once, without QUIT. Safe to call at any time."""
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            if transport.connection.phase is Phase.CLOSED:
+                transport.close()
+            else:
+                transport.abort()
+        self._extensions = Extensions()
+        self._ehlo_response = None
+        self.last_helo_response = None
+
+    # Commands ----------------------------------------------------------------
+
+    async def _exchange(self, command: Command, data: bytes, timeout: float | None) -> SMTPResponse:
+        """Send one command and return its reply; close the connection if in doubt."""
+        transport = self._require_transport()
+        try:
+            transport.write(transport.connection.send(command, data))
+            if logger.isEnabledFor(logging.DEBUG):
+                log_sent(command, data)
+            [(_, reply)] = await transport.read_events(1, timeout)
+        except BaseException:
+            self.close()
+            raise
+        if logger.isEnabledFor(logging.DEBUG):
+            log_reply(reply)
+        if reply.code == 421 and command is not Command.QUIT:
+            self.close()  # RFC 5321 3.8: the server is closing the channel
+        return reply
+
+    async def execute_command(self, *args: bytes, timeout: Timeout = _default) -> SMTPResponse:
+        """Send a raw command (its words as bytes) and return the reply.
+
+        Raises:
+            ValueError: CR, LF or another control byte in an argument.
+            SMTPServerDisconnected: not connected.
+        """
+        for arg in args:
+            if any(b < 0x20 or b == 0x7F for b in arg):
+                raise ValueError(f"Control character in command argument: {arg!r}")
+        async with self._get_lock():
+            return await self._exchange(
+                Command.OTHER, b" ".join(args) + b"\r\n", self._timeout(timeout)
+            )
+
+    async def _simple(
+        self, command: Command, line: str, timeout: Timeout, accept: tuple[int, ...]
+    ) -> SMTPResponse:
+        """Send one command line; raise SMTPResponseException unless the code is accepted."""
+        async with self._get_lock():
+            reply = await self._exchange(command, commands.command(line), self._timeout(timeout))
+        if reply.code not in accept:
+            raise SMTPResponseException(reply.code, reply.message)
+        return reply
+
+    async def ehlo(self, hostname: str | None = None, timeout: Timeout = _default) -> SMTPResponse:
+        """Send EHLO and record the server's extensions.
+
+        Raises:
+            SMTPHeloError: the server refused EHLO.
+        """
+        async with self._get_lock():
+            return await self._ehlo(hostname, self._timeout(timeout))
+
+    async def _greet(
+        self, command: Command, hostname: str | None, timeout: float | None
+    ) -> SMTPResponse:
+        """Send EHLO or HELO with our name; raise SMTPHeloError unless 250."""
+        name = commands.ehlo_name(
+            hostname or self._config.local_hostname or await _default_local_hostname()
+        )
+        reply = await self._exchange(command, commands.command(command.value, name), timeout)
+        if reply.code != 250:
+            raise SMTPHeloError(reply.code, reply.message)
+        return reply
+
+    async def _ehlo(self, hostname: str | None, timeout: float | None) -> SMTPResponse:
+        reply = await self._greet(Command.EHLO, hostname, timeout)
+        self._ehlo_response = reply
+        self._extensions = Extensions.parse(reply.message)
+        transport = self._require_transport()
+        transport.connection.pipelining = self._config.pipelining and self._extensions.supports(
+            "pipelining"
+        )
+        return reply
+
+    async def helo(self, hostname: str | None = None, timeout: Timeout = _default) -> SMTPResponse:
+        """Send HELO (no extensions).
+
+        Raises:
+            SMTPHeloError: the server refused HELO.
+        """
+        async with self._get_lock():
+            return await self._helo(hostname, self._timeout(timeout))
+
+    async def _helo(self, hostname: str | None, timeout: float | None) -> SMTPResponse:
+        reply = await self._greet(Command.HELO, hostname, timeout)
+        self.last_helo_response = reply
+        self._extensions = Extensions()
+        self._ehlo_response = None
+        return reply
+
+    async def _ehlo_or_helo_if_needed(self, timeout: float | None) -> None:
+        """EHLO (falling back to HELO when EHLO is refused) unless already done."""
+        if not self.is_ehlo_or_helo_needed:
+            return
+        try:
+            await self._ehlo(None, timeout)
+        except SMTPHeloError as exc:
+            if exc.code == 421 or not self.is_connected:
+                raise
+            await self._helo(None, timeout)
+
+    async def help(self, timeout: Timeout = _default) -> str:
+        """Send HELP and return the text of the reply.
+
+        Raises:
+            SMTPResponseException: a reply other than 211 or 214.
+        """
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            reply = await self._exchange(Command.OTHER, b"HELP\r\n", timeout_value)
+        if reply.code not in (211, 214, 250):
+            raise SMTPResponseException(reply.code, reply.message)
+        return reply.message
+
+    async def rset(self, timeout: Timeout = _default) -> SMTPResponse:
+        """Send RSET (abandon the current transaction).
+
+        Raises:
+            SMTPResponseException: a reply other than 250.
+        """
+        return await self._simple(Command.RSET, "RSET", timeout, (250,))
+
+    async def noop(self, timeout: Timeout = _default) -> SMTPResponse:
+        """Send NOOP (checks that the connection is alive).
+
+        Raises:
+            SMTPResponseException: a reply other than 250.
+        """
+        return await self._simple(Command.NOOP, "NOOP", timeout, (250,))
+
+    async def vrfy(self, address: str, /, *, timeout: Timeout = _default) -> SMTPResponse:
+        """Send VRFY for ``address``.
+
+        Raises:
+            ValueError: an unsafe address.
+            SMTPResponseException: a reply other than 250, 251 or 252.
+        """
+        line = f"VRFY {commands.envelope_address(address)}"
+        return await self._simple(Command.OTHER, line, timeout, (250, 251, 252))
+
+    async def expn(self, address: str, /, *, timeout: Timeout = _default) -> SMTPResponse:
+        """Send EXPN for a mailing list.
+
+        Raises:
+            ValueError: an unsafe argument.
+            SMTPResponseException: a reply other than 250, 251 or 252.
+        """
+        line = f"EXPN {commands.envelope_address(address)}"
+        return await self._simple(Command.OTHER, line, timeout, (250, 251, 252))
+
+    async def quit(self, timeout: Timeout = _default) -> SMTPResponse:
+        """Send QUIT and close the connection.
+
+        Raises:
+            SMTPResponseException: a reply other than 221 (the connection is
+                closed all the same).
+        """
+        transport = self._transport
+        try:
+            return await self._simple(Command.QUIT, "QUIT", timeout, (221,))
+        finally:
+            self.close()
+            if transport is not None:
+                await transport.wait_closed(grace=1.0)
+
+    async def mail(
+        self,
+        sender: str,
+        /,
+        options: Iterable[str] | None = None,
+        encoding: str = "ascii",
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
+        """Send MAIL FROM (start a transaction).
+
+        Raises:
+            ValueError: an unsafe address or option.
+            SMTPSenderRefused: a reply other than 250.
+        """
+        data = commands.mail_from(sender, options or (), utf8=encoding.lower() != "ascii")
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            reply = await self._exchange(Command.MAIL, data, timeout_value)
+        if reply.code != 250:
+            raise SMTPSenderRefused(reply.code, reply.message, sender)
+        return reply
+
+    async def rcpt(
+        self,
+        recipient: str,
+        /,
+        options: Iterable[str] | None = None,
+        encoding: str = "ascii",
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
+        """Send RCPT TO (add a recipient).
+
+        Raises:
+            ValueError: an unsafe address or option.
+            SMTPRecipientRefused: a reply other than 250 or 251.
+        """
+        data = commands.rcpt_to(recipient, options or (), utf8=encoding.lower() != "ascii")
+        async with self._get_lock():
+            reply = await self._exchange(Command.RCPT, data, self._timeout(timeout))
+        if reply.code not in (250, 251):
+            raise SMTPRecipientRefused(reply.code, reply.message, recipient)
+        return reply
+
+    async def data(self, message: str | bytes, /, timeout: Timeout = _default) -> SMTPResponse:
+        """Send DATA and then the message (normalised and dot-stuffed).
+
+        Raises:
+            SMTPDataError: DATA or the content refused.
+        """
+        content = encode_content(message_bytes(message))
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            reply = await self._exchange(Command.DATA, b"DATA\r\n", timeout_value)
+            if reply.code != 354:
+                raise SMTPDataError(reply.code, reply.message)
+            reply = await self._exchange(Command.CONTENT, content + END_OF_DATA, timeout_value)
+        if reply.code != 250:
+            raise SMTPDataError(reply.code, reply.message)
+        return reply
+
+    # TLS -------------------------------------------------------------------
+
+    async def starttls(
+        self,
+        server_hostname: str | None = None,
+        validate_certs: bool | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        cert_bundle: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
+        """Upgrade the connection with STARTTLS (RFC 3207).
+
+        Everything learned before the handshake (extensions, buffered bytes)
+        is discarded; EHLO is sent again before the next transaction.
+
+        Raises:
+            SMTPNotSupported: the server does not offer STARTTLS.
+            SMTPResponseException: the server refused STARTTLS.
+            SMTPTLSError: the handshake failed.
+        """
+        config = self._config.replace(
+            skip_none=True,
+            validate_certs=validate_certs,
+            client_cert=client_cert,
+            client_key=client_key,
+            cert_bundle=cert_bundle,
+            tls_context=tls_context,
+        )
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            if not self.supports_extension("starttls"):
+                raise SMTPNotSupported("The server does not offer STARTTLS")
+            return await self._starttls(config, server_hostname, timeout_value)
+
+    async def _starttls(
+        self, config: ConnectionConfig, server_hostname: str | None, timeout: float | None
+    ) -> SMTPResponse:
+        transport = self._require_transport()
+        if transport.encrypted:
+            raise SMTPException("The connection is already using TLS")
+        context = config.build_tls_context()
+        reply = await self._exchange(Command.STARTTLS, b"STARTTLS\r\n", timeout)
+        if reply.code != 220:
+            raise SMTPResponseException(reply.code, reply.message)
+        try:
+            await transport.start_tls(
+                context, server_hostname or config.effective_hostname, timeout
+            )
+            transport.connection.tls_established()
+        except BaseException:
+            self.close()
+            raise
+        self._extensions = Extensions()
+        self._ehlo_response = None
+        self.last_helo_response = None
+        return reply
+
+    # Authentication --------------------------------------------------------
+
+    def _check_auth_allowed(self) -> None:
+        transport = self._require_transport()
+        if transport.encrypted or transport.local or self._config.allow_insecure_auth:
+            return
+        raise SMTPInsecureAuthError(
+            "Refusing to send credentials over an unencrypted connection to a remote "
+            "host: use TLS or STARTTLS, or pass allow_insecure_auth=True"
+        )
+
+    async def login(
+        self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Authenticate with the best mechanism both sides support.
+
+        Tries CRAM-MD5, PLAIN, then LOGIN; a refusal of the credentials
+        themselves (535) is final, other refusals move to the next mechanism.
+
+        Raises:
+            SMTPNotSupported: the server offers no AUTH, or no usable mechanism.
+            SMTPInsecureAuthError: the connection is unencrypted and not local.
+            SMTPAuthenticationError: the server refused.
+        """
+        async with self._get_lock():
+            return await self._login(username, password, self._timeout(timeout))
+
+    async def _login(
+        self, username: str | bytes, password: str | bytes, timeout: float | None
+    ) -> SMTPResponse:
+        await self._ehlo_or_helo_if_needed(timeout)
+        if not self.supports_extension("auth"):
+            raise SMTPNotSupported("The server does not offer the AUTH extension")
+        names = [name for name in MECHANISMS if name in self._extensions.auth_mechanisms]
+        if not names:
+            raise SMTPNotSupported(
+                f"No supported AUTH mechanism among {list(self._extensions.auth_mechanisms)}"
+            )
+        error: SMTPAuthenticationError | None = None
+        for name in names:
+            try:
+                return await self._authenticate(MECHANISMS[name](username, password), timeout)
+            except SMTPAuthenticationError as exc:
+                error = exc
+                if exc.code in (535, 454, -1) or not self.is_connected:
+                    break
+        assert error is not None
+        raise error
+
+    async def _auth_method(self, mechanism: Mechanism, timeout: Timeout) -> SMTPResponse:
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            return await self._authenticate(mechanism, timeout_value)
+
+    async def auth_plain(
+        self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Authenticate with PLAIN (RFC 4616). Raises as :meth:`login`."""
+        return await self._auth_method(MECHANISMS["PLAIN"](username, password), timeout)
+
+    async def auth_login(
+        self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Authenticate with LOGIN. Raises as :meth:`login`."""
+        return await self._auth_method(MECHANISMS["LOGIN"](username, password), timeout)
+
+    async def auth_crammd5(
+        self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Authenticate with CRAM-MD5 (RFC 2195). Raises as :meth:`login`."""
+        return await self._auth_method(MECHANISMS["CRAM-MD5"](username, password), timeout)
+
+    async def auth_xoauth2(
+        self, username: str | bytes, access_token: str | bytes, /, timeout: Timeout = _default
+    ) -> SMTPResponse:
+        """Authenticate with an OAuth 2.0 access token (XOAUTH2). Raises as :meth:`login`."""
+        return await self._auth_method(XOAuth2(username, access_token), timeout)
+
+    async def _authenticate(self, mechanism: Mechanism, timeout: float | None) -> SMTPResponse:
+        self._check_auth_allowed()
+        exchange = AuthExchange(mechanism)
+        line: bytes | None = exchange.start()
+        while line is not None:
+            reply = await self._exchange(Command.AUTH, line, timeout)
+            try:
+                line = exchange.on_reply(reply)
+            except SMTPAuthenticationError as exc:
+                if exc.code == -1 or reply.code == 334:
+                    self.close()  # abandoned mid-exchange: the server still waits for us
+                raise
+            except SMTPProtocolError:
+                self.close()
+                raise
+            if line is None:
+                return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # Sending ---------------------------------------------------------------
+
+    async def sendmail(
+        self,
+        sender: str,
+        recipients: str | Sequence[str],
+        message: str | bytes,
+        /,
+        *,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> Outcome:
+        """Send raw message data: one whole mail transaction.
+
+        ``message`` goes out as given, after line endings are normalised to
+        CRLF and lines starting with a dot are stuffed. With PIPELINING, MAIL,
+        every RCPT and DATA leave as one group.
+
+        Returns:
+            ``(errors, response_text)``: each refused recipient mapped to the
+            server's reply, and the text of the final reply.
+
+        Raises:
+            ValueError / TypeError: a bad address, option or message, before
+                anything is written.
+            SMTPSenderRefused: MAIL refused.
+            SMTPRecipientsRefused: every recipient refused.
+            SMTPDataError: DATA or the content refused.
+            SMTPUnknownOutcomeError: the connection ended after the content
+                was sent and before the reply; the message may have been
+                accepted: do not resend blindly.
+        """
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            envelope = envelope_for_data(
+                sender, recipients, message, mail_options, rcpt_options, self._extensions
+            )
+            [outcome] = await self._run([lambda: envelope], timeout_value)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def send_message(
+        self,
+        message: email.message.Message,
+        /,
+        *,
+        sender: str | None = None,
+        recipients: str | Sequence[str] | None = None,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> Outcome:
+        """Send an :class:`email.message.EmailMessage` (or an ``email.mime`` object).
+
+        The sender comes from Sender or From, the recipients from To, Cc and
+        Bcc (the Resent-* headers for a resent message), unless given. Bcc
+        headers are not transmitted. SMTPUTF8 is used when an address needs
+        it; 8BITMIME when the content has 8-bit data and the server offers it.
+
+        Returns and raises as :meth:`sendmail`; also ValueError when the
+        message has no sender or no recipients, and SMTPNotSupported when it
+        needs SMTPUTF8 and the server lacks it.
+        """
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            envelope = envelope_for_message(
+                message, sender, recipients, mail_options, rcpt_options, self._extensions
+            )
+            [outcome] = await self._run([lambda: envelope], timeout_value)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def send_messages(
+        self, messages: Iterable[BatchItem], /, *, timeout: Timeout = _default
+    ) -> list[Outcome | Exception]:
+        """Send many messages over this connection, pipelined when possible.
+
+        Each item is a message object (as :meth:`send_message` takes) or a
+        ``(sender, recipients, data)`` tuple (as :meth:`sendmail` takes).
+        With PIPELINING, message k's content and dot and message k+1's MAIL,
+        RCPT and DATA leave as one group: one round trip per message.
+
+        Returns:
+            One outcome per message, in order: ``(errors, response_text)``,
+            or the exception that message failed with. A failing message never
+            stops the others; if the connection is lost, the message in flight
+            gets SMTPUnknownOutcomeError (when its content was sent) or the
+            connection error, and later ones an SMTPServerDisconnected saying
+            they were not sent.
+
+        Raises:
+            SMTPServerDisconnected: not connected.
+        """
+        items = list(messages)
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            return await self._run([self._batch_preparer(item) for item in items], timeout_value)
+
+    async def _run(
+        self, preparers: Sequence[Callable[[], Envelope]], timeout: float | None
+    ) -> list[Outcome | Exception]:
+        return await deliver(self._require_transport(), preparers, timeout, self.close)
+
+    def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
+        def prepare() -> Envelope:
+            extensions = self._extensions
+            if isinstance(item, email.message.Message):
+                return envelope_for_message(item, None, None, None, None, extensions)
+            if isinstance(item, tuple) and len(item) == 3:
+                return envelope_for_data(item[0], item[1], item[2], None, None, extensions)
+            raise TypeError(
+                "Expected an email message or a (sender, recipients, data) tuple, "
+                f"not {type(item).__name__}"
+            )
+
+        return prepare
+
+
+async def send(
+    message: email.message.Message | str | bytes,
+    /,
+    sender: str | None = None,
+    recipients: str | Sequence[str] | None = None,
+    *,
+    mail_options: Iterable[str] | None = None,
+    rcpt_options: Iterable[str] | None = None,
+    hostname: str | None = "localhost",
+    port: int | None = None,
+    timeout: float | None = 60,
+    **options: Any,
+) -> Outcome:
+    """Connect, send one message, and QUIT: the one-shot helper.
+
+    ``message`` is an email message object (sender and recipients taken from
+    its headers unless given) or raw ``str``/``bytes`` (then ``sender`` and
+    ``recipients`` are required). The other keywords are :class:`SMTP`'s.
+
+    Returns and raises as :meth:`SMTP.send_message` / :meth:`SMTP.sendmail`,
+    plus the connection errors of :meth:`SMTP.connect`.
+    """
+    if not isinstance(message, email.message.Message):
+        if sender is None:
+            raise ValueError("sender is required when sending a raw message")
+        if recipients is None:
+            raise ValueError("recipients are required when sending a raw message")
+    client = SMTP(hostname=hostname, port=port, timeout=timeout, **options)
+    async with client:
+        if isinstance(message, email.message.Message):
+            return await client.send_message(
+                message,
+                sender=sender,
+                recipients=recipients,
+                mail_options=mail_options,
+                rcpt_options=rcpt_options,
+            )
+        assert sender is not None and recipients is not None
+        return await client.sendmail(
+            sender, recipients, message, mail_options=mail_options, rcpt_options=rcpt_options
+        )

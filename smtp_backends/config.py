@@ -1,0 +1,146 @@
+"""Connection settings: defined once, validated once, shared by client and pool."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, Union
+
+from .protocol.commands import ehlo_name
+
+__all__ = ("DEFAULT_TIMEOUT", "ConnectionConfig", "OAuthTokenGenerator", "SocketPath")
+
+#: Seconds allowed for each network operation unless told otherwise (as aiosmtplib).
+DEFAULT_TIMEOUT = 60.0
+
+#: An async callable returning a fresh OAuth 2.0 access token, for XOAUTH2.
+OAuthTokenGenerator = Callable[[], Awaitable[str]]
+SocketPath = Union[str, bytes, "os.PathLike[str]"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionConfig:
+    """Everything needed to open and prepare one SMTP connection.
+
+    The keywords are those of :class:`smtp_backends.SMTP` (aiosmtplib's),
+    plus ``pipelining`` and ``allow_insecure_auth``. Secrets are kept out of
+    the repr.
+
+    Raises:
+        ValueError: contradictory or invalid settings (see :meth:`validate`).
+    """
+
+    hostname: str | None = None
+    port: int | None = None
+    username: str | bytes | None = None
+    password: str | bytes | None = dataclasses.field(default=None, repr=False)
+    oauth_token_generator: OAuthTokenGenerator | None = dataclasses.field(default=None, repr=False)
+    local_hostname: str | None = None
+    source_address: tuple[str, int] | None = None
+    timeout: float | None = DEFAULT_TIMEOUT
+    use_tls: bool = False
+    start_tls: bool | None = None
+    validate_certs: bool = True
+    client_cert: str | None = None
+    client_key: str | None = None
+    tls_context: ssl.SSLContext | None = None
+    cert_bundle: str | None = None
+    socket_path: SocketPath | None = None
+    sock: socket.socket | None = None
+    pipelining: bool = True
+    allow_insecure_auth: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the settings together.
+
+        Raises:
+            ValueError: use_tls with start_tls=True, tls_context with a client
+                certificate, password with a token generator, several ways to
+                reach the server, a bad port, timeout or local host name.
+        """
+        if self.use_tls and self.start_tls:
+            raise ValueError("The start_tls and use_tls options are not compatible.")
+        if self.tls_context is not None and (self.client_cert or self.client_key):
+            raise ValueError("Either a TLS context or a client certificate/key, not both.")
+        if self.password is not None and self.oauth_token_generator is not None:
+            raise ValueError("Either a password or an OAuth token generator, not both.")
+        if self.socket_path is not None and self.sock is not None:
+            raise ValueError("The socket_path and sock options are not compatible.")
+        if (self.socket_path is not None or self.sock is not None) and (
+            self.hostname is not None and self.port is not None
+        ):
+            raise ValueError("A socket_path or sock replaces hostname and port.")
+        if self.port is not None and (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 0 < self.port < 65536
+        ):
+            raise ValueError(f"Invalid port: {self.port!r}")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or not self.timeout > 0
+        ):
+            raise ValueError(f"Invalid timeout: {self.timeout!r} (seconds > 0, or None)")
+        if self.hostname is not None and not isinstance(self.hostname, str):
+            raise TypeError(f"hostname must be a str, not {type(self.hostname).__name__}")
+        if self.local_hostname is not None:
+            ehlo_name(self.local_hostname)
+
+    def replace(self, *, skip_none: bool = False, **changes: Any) -> ConnectionConfig:
+        """A copy with ``changes`` applied and validated.
+
+        Args:
+            skip_none: treat None values as "not given" (keep the current value).
+
+        Raises:
+            TypeError: an unknown keyword.
+            ValueError: the result is invalid.
+        """
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"Unknown connection option(s): {', '.join(sorted(unknown))}")
+        if skip_none:
+            changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @property
+    def effective_hostname(self) -> str:
+        """The server name to connect to and to verify (``localhost`` by default)."""
+        return self.hostname or "localhost"
+
+    @property
+    def effective_port(self) -> int:
+        """The port: explicit, else 465 with use_tls, 587 with start_tls=True, else 25."""
+        if self.port is not None:
+            return self.port
+        if self.use_tls:
+            return 465
+        if self.start_tls:
+            return 587
+        return 25
+
+    def build_tls_context(self) -> ssl.SSLContext:
+        """The client TLS context: the given one, or a verifying default.
+
+        Certificates and host names are verified unless ``validate_certs`` is
+        False; ``cert_bundle`` adds trusted CAs; ``client_cert``/``client_key``
+        present a client certificate.
+        """
+        if self.tls_context is not None:
+            return self.tls_context
+        context = ssl.create_default_context(cafile=self.cert_bundle)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if not self.validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert, keyfile=self.client_key)
+        return context

@@ -1,0 +1,277 @@
+"""From an email message object to what goes on the wire.
+
+:func:`extract_sender` and :func:`extract_recipients` derive the envelope
+from the headers (Sender/From, To/Cc/Bcc, or the Resent-* block when the
+message is resent, RFC 5322 3.6.6); :func:`flatten` serialises the message
+without its Bcc headers, choosing the policy (SMTPUTF8, 7bit or 8bit
+transfer) from what the server supports.
+"""
+
+from __future__ import annotations
+
+import email.generator
+import email.header
+import email.headerregistry
+import email.message
+import email.policy
+import email.utils
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .errors import SMTPNotSupported
+from .protocol.commands import envelope_address
+from .protocol.data import encode_content
+from .protocol.extensions import Extensions
+from .protocol.transaction import Envelope
+
+__all__ = (
+    "AnyMessage",
+    "envelope_for_data",
+    "envelope_for_message",
+    "extract_recipients",
+    "extract_sender",
+    "flatten",
+    "message_bytes",
+    "needs_smtputf8",
+)
+
+AnyMessage = email.message.Message  # EmailMessage and the email.mime classes derive from it
+
+_RECIPIENT_HEADERS = ("To", "Cc", "Bcc")
+_RESENT_RECIPIENT_HEADERS = ("Resent-To", "Resent-Cc", "Resent-Bcc")
+
+
+def _resent(message: AnyMessage) -> bool:
+    dates = message.get_all("Resent-Date")
+    if dates is not None and len(dates) > 1:
+        raise ValueError("Message has more than one 'Resent-' header block")
+    return bool(dates)
+
+
+def _addresses(value: Any) -> list[str]:
+    """The addr-specs in one address header value, validated."""
+    found: list[str] = []
+    if isinstance(value, email.headerregistry.AddressHeader):
+        for address in value.addresses:
+            found.append(envelope_address(address.addr_spec))
+        return found
+    if isinstance(value, email.header.Header):
+        parts = email.header.decode_header(value)
+        value = "".join(
+            p.decode(charset or "ascii") if isinstance(p, bytes) else p for p, charset in parts
+        )
+    text = str(value)
+    if not text.strip():
+        return found
+    for name, addr in email.utils.getaddresses([text]):
+        if not addr:
+            if name:
+                raise ValueError(f"Cannot read an address in header value {text!r}")
+            continue
+        found.append(envelope_address(addr))
+    return found
+
+
+def extract_sender(message: AnyMessage) -> str | None:
+    """The envelope sender from Sender (preferred, RFC 5322 3.6.2) or From.
+
+    Uses Resent-Sender / Resent-From for a resent message.
+
+    Raises:
+        ValueError: more than one Resent- block, or an unsafe address.
+    """
+    prefix = "Resent-" if _resent(message) else ""
+    header = message[prefix + "Sender"]
+    if header is None:
+        header = message[prefix + "From"]
+    if header is None:
+        return None
+    addresses = _addresses(header)
+    return addresses[0] if addresses else None
+
+
+def extract_recipients(message: AnyMessage) -> list[str]:
+    """The envelope recipients from To, Cc and Bcc (or their Resent- forms).
+
+    Raises:
+        ValueError: more than one Resent- block, or an unsafe address.
+    """
+    names = _RESENT_RECIPIENT_HEADERS if _resent(message) else _RECIPIENT_HEADERS
+    recipients: list[str] = []
+    for name in names:
+        for value in message.get_all(name, []):
+            recipients.extend(_addresses(value))
+    return recipients
+
+
+def needs_smtputf8(addresses: Iterable[str]) -> bool:
+    """Whether any envelope address is non-ASCII (RFC 6531)."""
+    return not all(address.isascii() for address in addresses)
+
+
+def flatten(message: AnyMessage, *, utf8: bool = False, eight_bit: bool = True) -> bytes:
+    """Serialise ``message`` for sending, without Bcc and Resent-Bcc.
+
+    The caller's object is not changed.
+
+    Args:
+        utf8: headers may carry raw UTF-8 (the server supports SMTPUTF8 and
+            the envelope needs it).
+        eight_bit: the server takes 8-bit content (8BITMIME); otherwise
+            8-bit parts are re-encoded for 7-bit transport.
+    """
+    if "Bcc" in message or "Resent-Bcc" in message:
+        # A shallow copy shares the payload but gets its own header list when
+        # the Bcc headers are deleted below.
+        copied = message.__class__.__new__(message.__class__)
+        copied.__dict__.update(message.__dict__)
+        del copied["Bcc"]
+        del copied["Resent-Bcc"]
+        message = copied
+    policy: email.policy.Policy
+    if isinstance(message, email.message.EmailMessage):
+        policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    else:
+        policy = email.policy.compat32.clone(linesep="\r\n")
+    if not eight_bit:
+        policy = policy.clone(cte_type="7bit")
+    buffer = io.BytesIO()
+    _Generator(buffer, policy=policy).flatten(message)
+    return buffer.getvalue()
+
+
+class _Generator(email.generator.BytesGenerator):
+    """The standard generator, with a fast path for short ASCII headers.
+
+    Folding a header object through the standard policy rebuilds and
+    re-renders its parse tree, which is most of the cost of flattening a
+    typical message. When the rendered value is ASCII and the whole header
+    fits on one line, the standard fold (``_refold_parse_tree``) produces
+    exactly ``name + ": " + value + linesep``; this writes that directly.
+    Anything else (long, non-ASCII, encoded-word-like or empty values,
+    plain-string values, other policies) goes through the standard fold, so
+    the bytes are always the ones the standard library would produce.
+    """
+
+    def _write_headers(self, msg: Any) -> None:
+        policy = self.policy
+        if not isinstance(policy, email.policy.EmailPolicy):
+            super()._write_headers(msg)  # type: ignore[misc]
+            return
+        maxlen = policy.max_line_length or sys.maxsize
+        linesep = policy.linesep
+        write = self._fp.write  # type: ignore[attr-defined]
+        for name, value in msg.raw_items():
+            text = _one_line_value(value)
+            if text is not None and len(value.name) + 2 + len(text) <= maxlen:
+                write(f"{value.name}: {text}{linesep}".encode("ascii"))
+            else:
+                write(policy.fold_binary(name, value))
+        self.write(self._NL)  # type: ignore[attr-defined]
+
+
+_BASE_FOLD = email.headerregistry.BaseHeader.fold
+
+
+def _one_line_value(value: Any) -> str | None:
+    """The value as the standard fold renders it, if the fast path may write it."""
+    if type(value).fold is not _BASE_FOLD:
+        return None  # a plain string or a header class with its own folding
+    tree = getattr(value, "_parse_tree", None)
+    if not tree:
+        return None
+    text = str(tree)
+    if not text or not text.isascii() or "=?" in text or "\r" in text or "\n" in text:
+        return None
+    return text
+
+
+def message_bytes(message: str | bytes) -> bytes:
+    """Raw message data as bytes (a str is encoded as UTF-8).
+
+    Raises:
+        TypeError: neither str nor bytes.
+    """
+    if isinstance(message, str):
+        return message.encode("utf-8")
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError(f"A message must be str or bytes, not {type(message).__name__}")
+
+
+def envelope_for_data(
+    sender: str,
+    recipients: str | Sequence[str],
+    message: str | bytes,
+    mail_options: Iterable[str] | None,
+    rcpt_options: Iterable[str] | None,
+    extensions: Extensions,
+) -> Envelope:
+    """The envelope for raw message data, as :meth:`SMTP.sendmail` sends it.
+
+    Adds SIZE when the server declares it (RFC 1870), SMTPUTF8 when an
+    address needs it (RFC 6531) and BODY=8BITMIME when the data has 8-bit
+    bytes and the server offers it (RFC 6152), unless the caller gave them.
+
+    Raises:
+        ValueError / TypeError: a bad address, option or message.
+        SMTPNotSupported: SMTPUTF8 needed (or asked for) and not offered.
+    """
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    recipients = list(recipients)
+    mail = list(mail_options or ())
+    content = encode_content(message_bytes(message))
+    keywords = {option.split("=", 1)[0].upper() for option in mail if isinstance(option, str)}
+    utf8 = "SMTPUTF8" in keywords
+    if not utf8 and needs_smtputf8([sender, *recipients]):
+        mail.append("SMTPUTF8")
+        utf8 = True
+    if utf8 and not extensions.supports("smtputf8"):
+        raise SMTPNotSupported("An address needs SMTPUTF8, which the server does not support")
+    if "BODY" not in keywords and extensions.supports("8bitmime") and not content.isascii():
+        mail.append("BODY=8BITMIME")
+    if "SIZE" not in keywords and extensions.supports("size"):
+        # RFC 1870: the size of the content as transmitted, CRLFs included.
+        mail.insert(0, f"SIZE={len(content)}")
+    return Envelope(sender, recipients, content, mail, list(rcpt_options or ()), utf8=utf8)
+
+
+def envelope_for_message(
+    message: AnyMessage,
+    sender: str | None,
+    recipients: str | Sequence[str] | None,
+    mail_options: Iterable[str] | None,
+    rcpt_options: Iterable[str] | None,
+    extensions: Extensions,
+) -> Envelope:
+    """The envelope for a message object, as :meth:`SMTP.send_message` sends it.
+
+    The sender and recipients come from the headers unless given; the
+    message is flattened without Bcc, with raw UTF-8 headers only when
+    SMTPUTF8 is used and 8-bit parts only when the server offers 8BITMIME.
+
+    Raises:
+        ValueError: no sender or no recipients, or a bad address.
+        TypeError: not an email message.
+        SMTPNotSupported: an address needs SMTPUTF8 and the server lacks it.
+    """
+    if not isinstance(message, email.message.Message):
+        raise TypeError(f"Expected an email message, not {type(message).__name__}")
+    if sender is None:
+        sender = extract_sender(message)
+        if sender is None:
+            raise ValueError("No From header provided in message")
+    if isinstance(recipients, str):
+        recipients = [recipients]
+    elif recipients is None:
+        recipients = extract_recipients(message)
+    if not recipients:
+        raise ValueError("No recipient headers provided in message")
+    utf8 = needs_smtputf8([sender, *recipients])
+    if utf8 and not extensions.supports("smtputf8"):
+        raise SMTPNotSupported("An address needs SMTPUTF8, which the server does not support")
+    data = flatten(message, utf8=utf8, eight_bit=extensions.supports("8bitmime"))
+    return envelope_for_data(sender, recipients, data, mail_options, rcpt_options, extensions)
