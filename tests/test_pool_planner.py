@@ -1,0 +1,171 @@
+"""The pool's decisions as a pure step: plain values in, a plan out; no sockets, no loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from smtp_backends.pool_planner import EntryState, PoolPlanner
+
+
+def opened(planner: PoolPlanner, now: float, *tokens: str) -> dict[str, object]:
+    """Request for each token, step, and pretend every new entry was opened."""
+    for token in tokens:
+        planner.request(token)
+    plan = planner.step(now)
+    assigned = {}
+    for token, entry in plan.assign:
+        if entry.client is None:
+            entry.client = f"client-{entry.number}"
+        assigned[token] = entry
+    return assigned
+
+
+def test_first_request_creates_an_entry_to_open() -> None:
+    planner = PoolPlanner(2)
+    planner.request("a")
+    plan = planner.step(0.0)
+    assert [(token, entry.number, entry.client) for token, entry in plan.assign] == [("a", 1, None)]
+    assert plan.close == []
+    assert planner.active_count == 1
+
+
+def test_never_more_than_max_connections_and_waiters_keep_their_order() -> None:
+    planner = PoolPlanner(2)
+    got = opened(planner, 0.0, "a", "b", "c", "d")
+    assert sorted(got) == ["a", "b"]
+    assert list(planner.waiting) == ["c", "d"]
+    assert len(planner.entries) == 2
+    planner.release(got["b"], 1.0, reusable=True, sent=1)  # type: ignore[arg-type]
+    plan = planner.step(1.0)
+    assert [token for token, _ in plan.assign] == ["c"]
+    assert plan.assign[0][1] is got["b"]
+    assert list(planner.waiting) == ["d"]
+
+
+def test_idle_entry_is_reused_most_recent_first() -> None:
+    planner = PoolPlanner(3)
+    got = opened(planner, 0.0, "a", "b")
+    planner.release(got["a"], 1.0, reusable=True)  # type: ignore[arg-type]
+    planner.release(got["b"], 2.0, reusable=True)  # type: ignore[arg-type]
+    planner.request("c")
+    plan = planner.step(2.5)
+    assert plan.assign[0][1] is got["b"]
+    assert len(planner.entries) == 2
+
+
+def test_unhealthy_release_closes_the_entry_and_frees_its_slot_once_closed() -> None:
+    planner = PoolPlanner(1)
+    got = opened(planner, 0.0, "a", "b")
+    assert list(planner.waiting) == ["b"]
+    entry = got["a"]
+    planner.release(entry, 1.0, reusable=False)  # type: ignore[arg-type]
+    assert entry.state is EntryState.CLOSING  # type: ignore[attr-defined]
+    # Its socket is still open while it closes: the slot is not free yet.
+    assert planner.step(1.0).assign == []
+    planner.discard(entry)  # type: ignore[arg-type]
+    assert entry.state is EntryState.CLOSED  # type: ignore[attr-defined]
+    assert planner.entries == []
+    plan = planner.step(1.0)
+    assert [(token, e.client) for token, e in plan.assign] == [("b", None)]
+
+
+def test_unopened_entry_is_never_kept_idle() -> None:
+    planner = PoolPlanner(1)
+    planner.request("a")
+    ((_, entry),) = planner.step(0.0).assign
+    planner.release(entry, 1.0, reusable=True)
+    assert entry.state is EntryState.CLOSED
+    assert planner.entries == []
+
+
+def test_max_messages_per_connection_retires_the_entry() -> None:
+    planner = PoolPlanner(1, max_messages_per_connection=3)
+    got = opened(planner, 0.0, "a")
+    entry = got["a"]
+    planner.release(entry, 1.0, reusable=True, sent=2)  # type: ignore[arg-type]
+    assert entry.state is EntryState.IDLE  # type: ignore[attr-defined]
+    planner.request("b")
+    assert planner.step(1.0).assign[0][1] is entry
+    planner.release(entry, 2.0, reusable=True, sent=1)  # type: ignore[arg-type]
+    assert entry.state is EntryState.CLOSING  # type: ignore[attr-defined]
+    assert entry.messages_sent == 3  # type: ignore[attr-defined]
+    # Released again (it is not active): nothing changes.
+    planner.release(entry, 3.0, reusable=True, sent=5)  # type: ignore[arg-type]
+    assert entry.messages_sent == 3  # type: ignore[attr-defined]
+
+
+def test_idle_timeout_closes_in_the_step_and_reports_next_expiry() -> None:
+    planner = PoolPlanner(2, idle_timeout=10.0)
+    got = opened(planner, 0.0, "a", "b")
+    planner.release(got["a"], 1.0, reusable=True)  # type: ignore[arg-type]
+    planner.release(got["b"], 4.0, reusable=True)  # type: ignore[arg-type]
+    assert planner.next_expiry() == 11.0
+    assert planner.step(10.9).close == []
+    plan = planner.step(11.0)
+    assert plan.close == [got["a"]]
+    assert got["a"].state is EntryState.CLOSING  # type: ignore[attr-defined]
+    assert planner.next_expiry() == 14.0
+    assert planner.step(20.0).close == [got["b"]]
+    assert planner.next_expiry() is None
+    assert len(planner.entries) == 2  # both still closing
+
+
+def test_no_idle_timeout_never_expires() -> None:
+    planner = PoolPlanner(1, idle_timeout=None)
+    got = opened(planner, 0.0, "a")
+    planner.release(got["a"], 0.0, reusable=True)  # type: ignore[arg-type]
+    assert planner.next_expiry() is None
+    assert planner.step(1e9).close == []
+
+
+def test_cancel_removes_only_waiting_tokens() -> None:
+    planner = PoolPlanner(1)
+    opened(planner, 0.0, "a", "b")
+    assert planner.cancel("b") is True
+    assert planner.cancel("b") is False
+    assert planner.cancel("a") is False  # already served
+    assert list(planner.waiting) == []
+
+
+def test_discard_and_close_all_idle() -> None:
+    planner = PoolPlanner(3)
+    got = opened(planner, 0.0, "a", "b", "c")
+    planner.release(got["a"], 1.0, reusable=True)  # type: ignore[arg-type]
+    planner.release(got["b"], 1.0, reusable=True)  # type: ignore[arg-type]
+    planner.discard(got["c"])  # type: ignore[arg-type]
+    assert planner.active_count == 0
+    idle = planner.close_all_idle()
+    assert set(map(id, idle)) == {id(got["a"]), id(got["b"])}
+    assert all(e.state is EntryState.CLOSING for e in idle)
+    assert planner.idle_count == 0
+    for entry in idle:
+        planner.discard(entry)
+    assert planner.entries == []
+    # Releasing an entry already out of the pool changes nothing.
+    planner.release(got["a"], 2.0, reusable=True)  # type: ignore[arg-type]
+    assert planner.entries == []
+
+
+def test_repr_shows_states() -> None:
+    planner = PoolPlanner(2)
+    got = opened(planner, 0.0, "a", "b")
+    planner.release(got["a"], 1.0, reusable=True, sent=4)  # type: ignore[arg-type]
+    planner.request("z")
+    text = repr(planner)
+    assert "<#1 idle, 4 sent>" in text
+    assert "<#2 active, 0 sent>" in text
+    assert "0 waiting" in text or "1 waiting" in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"max_connections": 0}, ValueError),
+        ({"max_connections": True}, TypeError),
+        ({"max_connections": 1, "max_messages_per_connection": 0}, ValueError),
+        ({"max_connections": 1, "idle_timeout": 0}, ValueError),
+    ],
+)
+def test_invalid_limits(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        PoolPlanner(**kwargs)  # type: ignore[arg-type]
