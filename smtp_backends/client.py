@@ -196,6 +196,9 @@ class SMTP:
             pipelining=pipelining,
             allow_insecure_auth=allow_insecure_auth,
         )
+        self._start_disconnected()
+
+    def _start_disconnected(self) -> None:
         self._transport: SMTPTransport | None = None
         self._lock: asyncio.Lock | None = None
         self._extensions = Extensions()
@@ -205,14 +208,10 @@ class SMTP:
 
     @classmethod
     def from_config(cls, config: ConnectionConfig) -> SMTP:
-        """A client for an already validated :class:`ConnectionConfig`."""
+        """A client for an already validated :class:`ConnectionConfig` (no second validation)."""
         client = cls.__new__(cls)
         client._config = config
-        client._transport = None
-        client._lock = None
-        client._extensions = Extensions()
-        client._ehlo_response = None
-        client.last_helo_response = None
+        client._start_disconnected()
         return client
 
     @property

@@ -458,9 +458,11 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
     loop = asyncio.get_running_loop()
     host, port = config.effective_hostname, config.effective_port
     context = config.build_tls_context() if config.use_tls else None
-    server_hostname = host if context is not None and config.sock is None else None
-    if context is not None and config.sock is not None:
-        server_hostname = config.hostname
+    # The name the certificate must match: the host we dial, or for a given
+    # socket the hostname the caller named (if any).
+    server_hostname = None
+    if context is not None:
+        server_hostname = config.hostname if config.sock is not None else host
     factory: Callable[[], SMTPTransport] = lambda: SMTPTransport(ClientConnection())  # noqa: E731
     where = f"{host}:{port}"
     try:
