@@ -225,15 +225,16 @@ def envelope_for_data(
     mail = list(mail_options or ())
     content = encode_content(message_bytes(message))
     keywords = {option.split("=", 1)[0].upper() for option in mail if isinstance(option, str)}
+    offered = extensions.keywords
     utf8 = "SMTPUTF8" in keywords
     if not utf8 and needs_smtputf8([sender, *recipients]):
         mail.append("SMTPUTF8")
         utf8 = True
-    if utf8 and not extensions.supports("smtputf8"):
+    if utf8 and "smtputf8" not in offered:
         raise SMTPNotSupported("An address needs SMTPUTF8, which the server does not support")
-    if "BODY" not in keywords and extensions.supports("8bitmime") and not content.isascii():
+    if "BODY" not in keywords and "8bitmime" in offered and not content.isascii():
         mail.append("BODY=8BITMIME")
-    if "SIZE" not in keywords and extensions.supports("size"):
+    if "SIZE" not in keywords and "size" in offered:
         # RFC 1870: the size of the content as transmitted, CRLFs included.
         mail.insert(0, f"SIZE={len(content)}")
     return Envelope(sender, recipients, content, mail, list(rcpt_options or ()), utf8=utf8)

@@ -38,6 +38,9 @@ __all__ = ("SMTPPool",)
 
 T = TypeVar("T")
 
+#: Most messages one connection takes from a batch at a time.
+_MAX_CHUNK = 500
+
 #: Progress callback of :meth:`SMTPPool.send_messages`: (done, total).
 ProgressCallback = Callable[[int, int], object]
 
@@ -364,7 +367,10 @@ class SMTPPool:
             return []
         pending: deque[int] = deque(range(total))
         retried: set[int] = set()
-        chunk = max(1, min(100, total // (self.max_connections * 4)))
+        # One pipelined run per connection: each chunk ends with one round trip
+        # that carries no next message, so chunks are as large as an even share
+        # (capped, so that progress is reported and work rebalanced now and then).
+        chunk = max(1, min(_MAX_CHUNK, math.ceil(total / self.max_connections)))
         done = 0
 
         def settle(index: int, outcome: Outcome | Exception) -> None:

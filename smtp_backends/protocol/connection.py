@@ -47,6 +47,10 @@ class Command(enum.Enum):
 
 # RFC 2920 3.1: these may appear anywhere in a group; all others end it.
 _GROUPABLE = frozenset({Command.MAIL, Command.RCPT, Command.RSET, Command.CONTENT})
+# Replies to these never change the phase (unless they are 421).
+_NO_TRANSITION = frozenset(
+    {Command.MAIL, Command.RCPT, Command.CONTENT, Command.RSET, Command.NOOP, Command.AUTH}
+)
 # Commands that need a completed EHLO/HELO first.
 _NEEDS_HELLO = frozenset({Command.MAIL, Command.RCPT, Command.DATA, Command.AUTH, Command.STARTTLS})
 
@@ -173,6 +177,9 @@ class ClientConnection:
             self._fail(f"Reply received with no command awaiting one: {reply}")
         command = self.pending.popleft()
         code = reply.code
+        if command in _NO_TRANSITION and code != 421:
+            self._events.append((command, reply))
+            return
         if command is Command.GREETING:
             self.phase = Phase.GREETED if code == 220 else Phase.CLOSED
         elif command is Command.EHLO or command is Command.HELO:

@@ -23,6 +23,8 @@ DEFAULT_MAX_LINE_LENGTH = 8192
 DEFAULT_MAX_REPLY_SIZE = 65536
 
 _DIGITS = frozenset(b"0123456789")
+# Complete replies of one line each, CRLF-terminated: parsed in one go.
+_COMPLETE_ONE_LINE_REPLIES = re.compile(rb"(?:[2-5][0-9][0-9] [^\r\n]*\r\n)+")
 # RFC 3463 2: class "." subject "." detail, class 2, 4 or 5.
 _ENHANCED_STATUS = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}")
 
@@ -54,6 +56,7 @@ class ReplyParser:
     __slots__ = (
         "_buffer",
         "_code",
+        "_fast_limit",
         "_lines",
         "_size",
         "error",
@@ -68,6 +71,8 @@ class ReplyParser:
     ) -> None:
         self.max_line_length = max_line_length
         self.max_reply_size = max_reply_size
+        # Up to this size, every line of a chunk is within both caps.
+        self._fast_limit = min(max_line_length, max_reply_size)
         self._buffer = b""
         self._code = 0  # code of the multiline reply in progress; 0: none
         self._lines: list[str] = []
@@ -103,6 +108,18 @@ class ReplyParser:
         if self.error is not None:
             return [], self.error
         buffer = self._buffer + data if self._buffer else data
+        if (
+            not self._code
+            and len(buffer) <= self._fast_limit
+            and _COMPLETE_ONE_LINE_REPLIES.fullmatch(buffer)
+        ):
+            # The common case: whole one-line replies (a pipelined group's).
+            self._buffer = b""
+            new = tuple.__new__  # skips the NamedTuple's Python-level __new__
+            return [
+                new(SMTPResponse, (int(line[:3]), line[4:].decode("utf-8", "replace")))
+                for line in buffer[:-2].split(b"\r\n")
+            ], None
         replies: list[SMTPResponse] = []
         start = 0
         try:
