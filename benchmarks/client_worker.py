@@ -322,10 +322,11 @@ def workloads_of(client: str) -> list[str]:
 # smtp_backends ------------------------------------------------------------------
 
 
-async def _ours_loop(job: Job, *, pipelining: bool) -> Result:
-    from smtp_backends import SMTP
+async def _async_loop(job: Job, client: Any) -> Result:
+    """A sendmail / send_message loop on one connection of an aiosmtplib-style client.
 
-    client = SMTP(hostname=job.host, port=job.port, pipelining=pipelining, timeout=job.timeout)
+    smtp_backends and aiosmtplib share this API, so both run exactly this code.
+    """
     sent = 0
     if job.workload == "sendmail":
         data = raw_message(job.body_size)
@@ -346,6 +347,13 @@ async def _ours_loop(job: Job, *, pipelining: bool) -> Result:
         async with client:
             sent += _accepted(await client.send_message(message))
     return meter.result(job, sent, message_bytes=wire_size(message))
+
+
+async def _ours_loop(job: Job, *, pipelining: bool) -> Result:
+    from smtp_backends import SMTP
+
+    client = SMTP(hostname=job.host, port=job.port, pipelining=pipelining, timeout=job.timeout)
+    return await _async_loop(job, client)
 
 
 @worker("ours_lockstep", "sendmail", "message")
@@ -420,26 +428,7 @@ async def _aiosmtplib(job: Job) -> Result:
     import aiosmtplib
 
     client = aiosmtplib.SMTP(hostname=job.host, port=job.port, timeout=job.timeout)
-    sent = 0
-    if job.workload == "sendmail":
-        data = raw_message(job.body_size)
-        with Meter() as meter:
-            async with client:
-                for _ in range(job.messages):
-                    sent += _accepted(await client.sendmail(SENDER, [RECIPIENT], data))
-        return meter.result(job, sent)
-    if job.workload == "message":
-        messages = built_emails(job)
-        with Meter() as meter:
-            async with client:
-                for message in messages:
-                    sent += _accepted(await client.send_message(message))
-        return meter.result(job, sent)
-    message = build_large_email(attachment_payload(job.attachment_size))
-    with Meter() as meter:
-        async with client:
-            sent += _accepted(await client.send_message(message))
-    return meter.result(job, sent, message_bytes=wire_size(message))
+    return await _async_loop(job, client)
 
 
 @worker("aiosmtplib", "sendmail", "message", "large")
