@@ -165,7 +165,7 @@ def build_cases(quick: bool, reps: int | None) -> list[Case]:
         Case("smtp-sink", LOOPBACK_LINK, "sendmail", 3000, SENDMAIL_CLIENTS, n(5)),
         Case("smtp-sink", LOOPBACK_LINK, "message", 1000, MESSAGE_CLIENTS, n(3)),
         Case("aiosmtpd", LOOPBACK_LINK, "sendmail", 1000, SENDMAIL_CLIENTS, n(3)),
-        Case("smtp-sink", LATENCY_LINK, "sendmail", 200, SENDMAIL_CLIENTS, n(3)),
+        Case("smtp-sink", LATENCY_LINK, "sendmail", 400, SENDMAIL_CLIENTS, n(3)),
         Case("smtp-sink", LOOPBACK_LINK, "large", 1, LARGE_CLIENTS, n(3)),
     ]
 
