@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
@@ -66,26 +67,38 @@ class Bridge:
             return self._loop
 
     def _start(self) -> None:
-        loop = asyncio.new_event_loop()
         ready = threading.Event()
+        loops: list[asyncio.AbstractEventLoop] = []
 
         def serve() -> None:
+            # Created here, not in the caller's thread: the loop's own handles
+            # would otherwise keep the caller's context variables (a request,
+            # an app) alive for the life of the process.
+            loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
+            loops.append(loop)
             loop.call_soon(ready.set)
             loop.run_forever()
 
-        thread = threading.Thread(target=serve, name=self._name, daemon=True)
+        thread = threading.Thread(
+            target=contextvars.Context().run, args=(serve,), name=self._name, daemon=True
+        )
         thread.start()
         ready.wait()
-        self._loop, self._thread = loop, thread
+        self._loop, self._thread = loops[0], thread
 
     def in_loop_thread(self) -> bool:
         """Whether the caller runs on the bridge's own thread."""
         return threading.current_thread() is self._thread
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coroutine`` on the bridge loop; returns a thread-safe future."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        """Schedule ``coroutine`` on the bridge loop; returns a thread-safe future.
+
+        The work runs in an empty context: pooled connections outlive the call,
+        and must not keep the caller's context variables (its request) alive.
+        """
+        loop = self.loop
+        return contextvars.Context().run(asyncio.run_coroutine_threadsafe, coroutine, loop)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coroutine`` on the bridge loop and block until it is done.
@@ -103,6 +116,8 @@ class Bridge:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine's own timeout error (3.11+: the same class)
+                raise
             future.cancel()
             raise SMTPTimeoutError(
                 f"Timed out after {timeout} s waiting for the mail bridge"

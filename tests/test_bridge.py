@@ -7,6 +7,7 @@ thread or pooled socket outlives its test.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import subprocess
 import sys
@@ -22,7 +23,12 @@ from typing import Any
 
 import pytest
 
-from smtp_backends import SMTPPool, SMTPRecipientsRefused, SMTPTimeoutError
+from smtp_backends import (
+    SMTPPool,
+    SMTPRecipientsRefused,
+    SMTPTimeoutError,
+    SMTPUnknownOutcomeTimeoutError,
+)
 from smtp_backends import bridge as bridge_module
 from smtp_backends.bridge import (
     Bridge,
@@ -502,3 +508,23 @@ def test_interpreter_exit_quits_cleanly(server: SMTPServer) -> None:
     assert server.handler.connections == 1
     assert server.handler.commands[-1] == "QUIT"
     assert wait_until(lambda: server.handler.open_connections == 0)
+
+
+def test_a_timeout_raised_by_the_call_keeps_its_own_type() -> None:
+    # On Python 3.11+ concurrent.futures.TimeoutError is the builtin TimeoutError, which
+    # every SMTPTimeoutError also is: the call's own error must not pass for the bridge's.
+    async def unknown_outcome() -> None:
+        raise SMTPUnknownOutcomeTimeoutError("the dot went out, no reply")
+
+    with pytest.raises(SMTPUnknownOutcomeTimeoutError):
+        run_sync(unknown_outcome, timeout=TIMEOUT)
+
+
+def test_calls_do_not_keep_the_callers_context_variables() -> None:
+    request: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
+
+    async def seen() -> str:
+        return request.get()
+
+    request.set("a request")
+    assert run_sync(seen, timeout=TIMEOUT) == "none"

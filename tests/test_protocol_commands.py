@@ -28,6 +28,8 @@ from smtp_backends.protocol.commands import (
         ("< user@example.org >", "user@example.org"),
         ("Jane Doe <jane@example.org>", "jane@example.org"),
         ('"Doe, Jane" <jane@example.org>', "jane@example.org"),
+        ('"a<b" <x@example.com>', "x@example.com"),
+        ('"Doe, <Jane>" <jane@example.org>', "jane@example.org"),
         ("Jane<jane@example.org>", "jane@example.org"),
         ('"john doe"@example.org', '"john doe"@example.org'),
         ('John <"john doe"@example.org>', '"john doe"@example.org'),

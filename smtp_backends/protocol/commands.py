@@ -23,6 +23,8 @@ __all__ = (
 
 # C0 controls and DEL. TAB is included: no argument we send needs one.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A quoted string anywhere (a display name such as "Doe, <John>").
+_QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 # A quoted-string local part ("john doe"@example.org) may hold these.
 _QUOTED_LOCAL_PART = re.compile(r'^"(?:[^"\\]|\\.)*"')
 # Outside a quoted local part, these would end the path or start parameters.
@@ -73,7 +75,8 @@ def _envelope_address(address: str, allow_empty: bool) -> str:
     addr = address.strip()
     if addr.endswith(">"):
         start = addr.rfind("<")
-        if start < 0 or addr.count(">") != 1 or "<" in addr[:start].replace('"<', ""):
+        display = _QUOTED_STRING.sub("", addr[:start])  # a quoted name may hold < or >
+        if start < 0 or addr[start:].count(">") != 1 or "<" in display or ">" in display:
             raise ValueError(f"Unbalanced angle brackets in address: {address!r}")
         addr = addr[start + 1 : -1].strip()
     if not addr:
