@@ -395,7 +395,7 @@ class SMTP:
             elif config.start_tls:
                 # Required but not offered: say nothing more over plaintext.
                 self.close()
-                raise SMTPNotSupported("The server does not offer STARTTLS, which is required")
+                raise SMTPNotSupported("STARTTLS extension not supported by server.")
         if config.username is not None and (
             config.password is not None or config.oauth_token_generator is not None
         ):
@@ -682,7 +682,7 @@ class SMTP:
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
             if not self.supports_extension("starttls"):
-                raise SMTPNotSupported("The server does not offer STARTTLS")
+                raise SMTPNotSupported("STARTTLS extension not supported by server.")
             return await self._starttls(config, server_hostname, timeout_value)
 
     async def _starttls(
@@ -740,7 +740,7 @@ class SMTP:
     ) -> SMTPResponse:
         await self._ehlo_or_helo_if_needed(timeout)
         if not self.supports_extension("auth"):
-            raise SMTPNotSupported("The server does not offer the AUTH extension")
+            raise SMTPNotSupported("SMTP AUTH extension not supported by server.")
         names = [name for name in MECHANISMS if name in self._extensions.auth_mechanisms]
         if not names:
             raise SMTPNotSupported(

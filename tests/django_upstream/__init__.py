@@ -1,0 +1,1 @@
+"""Django's own SMTP backend tests, run against smtp_backends.django.AsyncSMTPBackend."""
