@@ -67,7 +67,7 @@ POOL_CONNECTIONS = 8
 #: Dotted path of Django's stock backend.
 DJANGO_STOCK_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 #: Dotted path of our Django backend, once it exists (see ``django_ours`` below).
-DJANGO_OURS_BACKEND = "smtp_backends.django.EmailBackend"
+DJANGO_OURS_BACKEND = "smtp_backends.django.AsyncSMTPBackend"
 
 Result = dict[str, Any]
 
