@@ -540,11 +540,12 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
 
         Raises:
             ValueError: an invalid address.
+            TypeError: ``force_ascii=False`` on Django 5.2 (which has no such mode).
         """
         if _PREP_ADDRESS is not None:
             return _PREP_ADDRESS(self, address, force_ascii=force_ascii)
         if not force_ascii:
-            raise NotImplementedError("prep_address(force_ascii=False) needs Django 6.0 or later")
+            raise TypeError("prep_address(force_ascii=False) needs Django 6.0 or later")
         return _addr_spec(sanitize_address(address, settings.DEFAULT_CHARSET))
 
     def _envelope(self, message: Any) -> Envelope | None:

@@ -45,6 +45,7 @@ but the public API of :mod:`smtp_backends` and :mod:`smtp_backends.bridge`.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import contextvars
@@ -1337,13 +1338,14 @@ def _enable_debug_logging() -> None:
 # ----------------------------------------------------------------------------- state and Mail
 
 
-class _MailMixin:
+class _MailMixin(abc.ABC):
     """Sending methods shared by :class:`Mail` and :class:`MailState`."""
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def _resolve_state(self) -> MailState:
-        raise NotImplementedError
+        """The state to send with: this one, or the current app's."""
 
     @contextmanager
     def record_messages(self) -> Iterator[list[Message]]:
