@@ -874,39 +874,20 @@ def _close_holder(holder: list[_PoolSlot | None]) -> None:
 
 
 def _on_bridge(function: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
-    """``run_sync(function, ...)`` in an empty :mod:`contextvars` context.
+    """``run_sync(function, ...)``: the call runs on the bridge loop.
 
-    The bridge runs a call in a copy of the caller's context, and a pooled
-    connection's transport callbacks and the pool's timers keep the context
-    they were created in. Called from a view, that copy holds Flask's app and
-    request contexts, which would stay alive (app, request, ``g``) as long as
-    the connection. An empty context keeps the pool free of them.
-
-    The outcome comes back boxed: on Python 3.11+ ``Bridge.run`` mistakes any
-    :class:`TimeoutError` the call raises (SMTPConnectTimeoutError,
-    SMTPUnknownOutcomeTimeoutError...) for its own wait timing out and
-    replaces it with a generic SMTPTimeoutError; boxed, the original arrives.
+    The bridge runs every call in an empty :mod:`contextvars` context, so a
+    pooled connection never keeps a view's app and request contexts alive,
+    and a timeout the call raises keeps its own type.
     """
-
-    async def call() -> tuple[bool, Any]:
-        try:
-            return True, await function(*args, **kwargs)
-        except Exception as exc:
-            return False, exc
-
-    ok, value = contextvars.Context().run(run_sync, call)
-    if not ok:
-        raise value
-    result: T = value
-    return result
+    return run_sync(function, *args, **kwargs)
 
 
 async def _on_bridge_async(
     function: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
 ) -> T:
-    """``await run_async(function, ...)`` in an empty context (see :func:`_on_bridge`)."""
-    task = contextvars.Context().run(asyncio.ensure_future, run_async(function, *args, **kwargs))
-    return await task
+    """``await run_async(function, ...)`` (see :func:`_on_bridge`)."""
+    return await run_async(function, *args, **kwargs)
 
 
 class _PooledHost:
