@@ -201,6 +201,10 @@ class SMTP:
     def _start_disconnected(self) -> None:
         self._transport: SMTPTransport | None = None
         self._lock: asyncio.Lock | None = None
+        self._forget_server()
+
+    def _forget_server(self) -> None:
+        """Drop what EHLO/HELO told us (on close, and after STARTTLS: RFC 3207 4.2)."""
         self._extensions = Extensions()
         self._ehlo_response: SMTPResponse | None = None
         #: The reply to the last HELO, if HELO was used.
@@ -416,9 +420,7 @@ class SMTP:
                 transport.close()
             else:
                 transport.abort()
-        self._extensions = Extensions()
-        self._ehlo_response = None
-        self.last_helo_response = None
+        self._forget_server()
 
     # Commands ----------------------------------------------------------------
 
@@ -703,9 +705,7 @@ class SMTP:
         except BaseException:
             self.close()
             raise
-        self._extensions = Extensions()
-        self._ehlo_response = None
-        self.last_helo_response = None
+        self._forget_server()
         return reply
 
     # Authentication --------------------------------------------------------
