@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .config import ConnectionConfig, OAuthTokenGenerator, SocketPath
-from .delivery import deliver
+from .delivery import ResultCallback, deliver
 from .errors import (
     SMTPAuthenticationError,
     SMTPConnectResponseError,
@@ -884,7 +884,12 @@ class SMTP:
         return outcome
 
     async def send_messages(
-        self, messages: Iterable[BatchItem], /, *, timeout: Timeout = _default
+        self,
+        messages: Iterable[BatchItem],
+        /,
+        *,
+        timeout: Timeout = _default,
+        on_result: ResultCallback | None = None,
     ) -> list[Outcome | Exception]:
         """Send many messages over this connection, pipelined when possible.
 
@@ -908,12 +913,17 @@ class SMTP:
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
-            return await self._run([self._batch_preparer(item) for item in items], timeout_value)
+            return await self._run(
+                [self._batch_preparer(item) for item in items], timeout_value, on_result
+            )
 
     async def _run(
-        self, preparers: Sequence[Callable[[], Envelope]], timeout: float | None
+        self,
+        preparers: Sequence[Callable[[], Envelope]],
+        timeout: float | None,
+        on_result: ResultCallback | None = None,
     ) -> list[Outcome | Exception]:
-        return await deliver(self._require_transport(), preparers, timeout, self.close)
+        return await deliver(self._require_transport(), preparers, timeout, self.close, on_result)
 
     def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
         def prepare() -> Envelope:

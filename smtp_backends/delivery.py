@@ -43,23 +43,31 @@ _JOIN_LIMIT = 256 * 1024
 _DRAIN = -1
 
 
+#: Called once per message as soon as its outcome is final: (index, outcome).
+ResultCallback = Callable[[int, "Outcome | Exception"], object]
+
+
 async def deliver(
     transport: SMTPTransport,
     preparers: Sequence[Callable[[], Envelope]],
     timeout: float | None,
     close: Callable[[], None],
+    on_result: ResultCallback | None = None,
 ) -> list[Outcome | Exception]:
     """Run one transaction per envelope over ``transport``; see :meth:`SMTP.send_messages`.
 
     The steps are a plain generator (:func:`_steps`) resumed straight from the
     transport's callbacks, so a reply group costs no task wake-up; only the
-    end of the whole batch wakes the caller.
+    end of the whole batch wakes the caller. ``on_result`` hears of each
+    message's end-of-data reply the moment it arrives (a caller that must
+    record accepted messages at once, say before a crash, relies on that) and
+    of every other outcome when the batch ends.
 
     Raises:
         asyncio.CancelledError: the caller was cancelled (the connection is
             closed: its state is in doubt).
     """
-    steps = _steps(transport, preparers, timeout, close)
+    steps = _steps(transport, preparers, timeout, close, on_result)
     driver = _Driver(transport, steps, timeout)
     driver.advance(None)
     try:
@@ -130,6 +138,7 @@ def _steps(
     preparers: Sequence[Callable[[], Envelope]],
     timeout: float | None,
     close: Callable[[], None],
+    on_result: ResultCallback | None,
 ) -> Generator[int, None, list[Outcome | Exception]]:
     """The transactions, as steps that yield what they wait for.
 
@@ -147,6 +156,17 @@ def _steps(
     # Transactions whose end-of-data dot was handed to the transport: only
     # these can have an unknown outcome if the connection fails.
     dots_sent: set[int] = set()
+    # For on_result: a transaction's position, and the positions already told.
+    positions: dict[int, int] = {}
+    told: set[int] = set()
+
+    def tell(index: int, outcome: Outcome | Exception) -> None:
+        assert on_result is not None
+        told.add(index)
+        try:
+            on_result(index, outcome)
+        except Exception:  # the caller's bug must not tear down a live transaction
+            logger.exception("on_result callback failed for message %d", index)
 
     def queue(transaction: Transaction | None, command: Command, data: bytes) -> None:
         out.append(connection.send(command, data))
@@ -200,6 +220,9 @@ def _steps(
             after = _judge(transaction, command, reply)
             if after is not None and transaction is not None:
                 follow(transaction, after)
+            elif on_result is not None and command is Command.CONTENT:
+                assert transaction is not None
+                tell(positions[id(transaction)], transaction.outcome())
         if connection.phase is Phase.CLOSED:  # a 421 ended the session
             raise SMTPServerDisconnected("The server closed the connection (421)")
 
@@ -210,9 +233,12 @@ def _steps(
 
     def prepare(index: int) -> Transaction | Exception:
         try:
-            return Transaction(preparers[index]())
+            transaction = Transaction(preparers[index]())
         except (ValueError, TypeError, SMTPException) as exc:
             return exc
+        if on_result is not None:
+            positions[id(transaction)] = index
+        return transaction
 
     try:
         if connection.pipelining:
@@ -264,12 +290,15 @@ def _steps(
         close()
         raise
     outcomes: list[Outcome | Exception] = []
-    for slot in slots:
+    for index, slot in enumerate(slots):
         if isinstance(slot, Transaction):
-            outcomes.append(slot.outcome())
+            outcome: Outcome | Exception = slot.outcome()
         else:
             assert slot is not None
-            outcomes.append(slot)
+            outcome = slot
+        outcomes.append(outcome)
+        if on_result is not None and index not in told:
+            tell(index, outcome)
     return outcomes
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from .client import SMTP, BatchItem
 from .config import ConnectionConfig
+from .delivery import ResultCallback
 from .errors import (
     SMTPException,
     SMTPPoolClosedError,
@@ -342,6 +343,7 @@ class SMTPPool:
         /,
         *,
         on_progress: ProgressCallback | None = None,
+        on_result: ResultCallback | None = None,
     ) -> list[Outcome | Exception]:
         """Send a batch spread over up to ``max_connections`` connections.
 
@@ -353,6 +355,9 @@ class SMTPPool:
         Args:
             messages: message objects or ``(sender, recipients, data)`` tuples.
             on_progress: called as ``on_progress(done, total)`` as outcomes arrive.
+            on_result: called as ``on_result(index, outcome)`` once per message
+                (index into ``messages``) with its final outcome, at once when
+                the server answers its end of data; see :meth:`SMTP.send_messages`.
 
         Returns:
             One outcome per message, in input order: ``(errors, response_text)``
@@ -377,8 +382,41 @@ class SMTPPool:
             nonlocal done
             outcomes[index] = outcome
             done += 1
+            if on_result is not None:
+                try:
+                    on_result(index, outcome)
+                except Exception:  # as in SMTP.send_messages: logged, never fatal
+                    logger.exception("on_result callback failed for message %d", index)
             if on_progress is not None:
                 on_progress(done, total)
+
+        async def run_chunk(client: SMTP, indices: list[int]) -> int:
+            """Send one share on ``client``; returns how many were accepted."""
+            accepted = 0
+            judged: set[int] = set()
+
+            def judge(position: int, outcome: Outcome | Exception) -> None:
+                # Settled as each reply arrives, so on_result hears of an
+                # accepted message at once; retries go back in line.
+                nonlocal accepted
+                if position in judged:
+                    return
+                judged.add(position)
+                index = indices[position]
+                if _retryable(outcome) and index not in retried:
+                    retried.add(index)
+                    pending.append(index)
+                else:
+                    accepted += isinstance(outcome, tuple)
+                    settle(index, outcome)
+
+            try:
+                results = await client.send_messages([items[i] for i in indices], on_result=judge)
+            except SMTPException as exc:  # the connection failed before sending
+                results = [exc] * len(indices)
+            for position, outcome in enumerate(results):
+                judge(position, outcome)
+            return accepted
 
         workers = min(self.max_connections, math.ceil(total / chunk))
         alive = workers
@@ -403,17 +441,7 @@ class SMTPPool:
                 try:
                     while pending and client.is_connected:
                         indices = [pending.popleft() for _ in range(min(chunk, len(pending)))]
-                        try:
-                            results = await client.send_messages([items[i] for i in indices])
-                        except SMTPException as exc:  # the connection failed before sending
-                            results = [exc] * len(indices)
-                        for index, outcome in zip(indices, results, strict=True):
-                            if _retryable(outcome) and index not in retried:
-                                retried.add(index)
-                                pending.append(index)
-                            else:
-                                sent += isinstance(outcome, tuple)
-                                settle(index, outcome)
+                        sent += await run_chunk(client, indices)
                 finally:
                     self._release(entry, reusable=True, sent=sent)
 

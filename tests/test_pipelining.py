@@ -18,8 +18,9 @@ from smtp_backends import (
     SMTPRecipientsRefused,
     SMTPResponse,
     SMTPSenderRefused,
+    SMTPUnknownOutcomeError,
 )
-from tests.scripted import GroupServer, Item
+from tests.scripted import STALL, GroupServer, Item
 from tests.servers import ScriptedServer
 
 SENDER = "alice@example.com"
@@ -404,3 +405,58 @@ async def test_lockstep_all_recipients_refused_resets_without_data(
             await within(client.sendmail(SENDER, ["bob@example.com", "carol@example.com"], BODY))
     assert server.verbs == [b"EHLO", b"MAIL", b"RCPT", b"RCPT", b"RSET", b"QUIT"]
     assert server.violations == []
+
+
+# --------------------------------------------------------------------------- on_result
+
+
+async def test_on_result_hears_an_accepted_message_before_the_batch_ends(
+    make_scripted_server: MakeServer,
+) -> None:
+    # The second message's dot is never answered: the batch ends only at the timeout,
+    # but the first message's acceptance is told the moment its 250 arrives.
+    server = GroupServer(
+        on_command=lambda group, item: (
+            STALL if item.kind == "data" and len(group.data) == 2 else None
+        )
+    )
+    scripted = make_scripted_server(server)
+    loop = asyncio.get_running_loop()
+    told: list[tuple[int, Any, float]] = []
+    started = loop.time()
+    async with client_for(scripted, timeout=1.5) as client:
+        outcomes = await within(
+            client.send_messages(batch(2), on_result=lambda i, o: told.append((i, o, loop.time())))
+        )
+    assert [index for index, _, _ in told] == [0, 1]
+    assert isinstance(outcomes[0], tuple) and told[0][1] is outcomes[0]
+    assert isinstance(outcomes[1], SMTPUnknownOutcomeError) and told[1][1] is outcomes[1]
+    assert told[0][2] - started < 1.0 <= told[1][2] - started
+
+
+async def test_on_result_tells_refusals_and_bad_items_once_each(
+    make_scripted_server: MakeServer,
+) -> None:
+    server = GroupServer(
+        on_command=lambda group, item: (
+            b"550 5.1.1 no such user\r\n" if b"nobody@" in item.line else None
+        )
+    )
+    scripted = make_scripted_server(server)
+    items: list[Any] = [
+        (SENDER, ["a@example.com"], BODY),
+        (SENDER, ["nobody@example.com"], BODY),
+        ("bad\r\nsender@example.com", ["b@example.com"], BODY),
+        (SENDER, ["c@example.com"], BODY),
+    ]
+    told: dict[int, Any] = {}
+
+    def record(index: int, outcome: Any) -> None:
+        assert index not in told
+        told[index] = outcome
+
+    async with client_for(scripted) as client:
+        outcomes = await within(client.send_messages(items, on_result=record))
+    assert told == dict(enumerate(outcomes))
+    assert isinstance(outcomes[1], SMTPRecipientsRefused)
+    assert isinstance(outcomes[2], ValueError)

@@ -950,3 +950,42 @@ def test_errors_are_smtp_exceptions() -> None:
     assert issubclass(SMTPPoolClosedError, SMTPException)
     assert issubclass(SMTPPoolTimeoutError, SMTPTimeoutError)
     assert issubclass(SMTPPoolTimeoutError, TimeoutError)
+
+
+# --------------------------------------------------------------------------- on_result
+
+
+async def test_send_messages_on_result_hears_each_final_outcome_once(
+    make_scripted_server: Callable[..., ScriptedServer],
+) -> None:
+    # A retried message is told once, with its final outcome; the unknown one once too.
+    def on_command(connection: int, group: GroupServer, item: Item) -> Any:
+        if connection == 1 and item.kind == "data" and len(group.data) == 2:
+            return then_close(b"250 2.0.0 queued\r\n")
+        if connection == 2 and item.kind == "data" and len(group.data) == 3:
+            return CLOSE
+        return None
+
+    scripted, groups = per_connection(make_scripted_server, on_command)
+    batch = [("alice@example.com", ["bob@example.com"], raw(f"d{n:02}")) for n in range(9)]
+    told: list[tuple[int, Any]] = []
+    async with pool_for(scripted, max_connections=1) as pool:
+        outcomes = await asyncio.wait_for(
+            pool.send_messages(batch, on_result=lambda i, o: told.append((i, o))), TIMEOUT
+        )
+    assert sorted(index for index, _ in told) == list(range(9))
+    assert dict(told) == dict(enumerate(outcomes))
+    assert sum(isinstance(o, SMTPUnknownOutcomeError) for o in outcomes) == 1
+    assert sorted(data_blocks(groups)) == [raw(f"d{n:02}") for n in range(9)]
+
+
+async def test_send_messages_on_result_errors_are_logged_not_fatal(
+    server: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(index: int, outcome: Any) -> None:
+        raise RuntimeError("bookkeeping failed")
+
+    async with pool_for(server, max_connections=2) as pool:
+        outcomes = await pool.send_messages([message(f"m{n}") for n in range(4)], on_result=broken)
+    assert all(isinstance(o, tuple) for o in outcomes)
+    assert "on_result callback failed" in caplog.text
