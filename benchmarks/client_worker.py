@@ -296,6 +296,11 @@ CLIENTS: dict[str, ClientInfo] = {
         ClientInfo(
             "django_ours", "smtp_backends Django backend", _needs_module("smtp_backends.django")
         ),
+        ClientInfo(
+            "django_ours_pool",
+            f"smtp_backends Django backend, pool({POOL_CONNECTIONS}), keep_order=False",
+            _needs_module("smtp_backends.django"),
+        ),
         ClientInfo("flask_mail", "Flask-Mail connection"),
         ClientInfo("smtp_source", "Postfix smtp-source (C)"),
     )
@@ -485,7 +490,7 @@ def _configure_django(job: Job) -> None:
         django.setup()
 
 
-def _django(job: Job, backend_path: str) -> Result:
+def _django(job: Job, backend_path: str, **options: Any) -> Result:
     """Django's ``EmailBackend(...).send_messages(list of django EmailMessage)``."""
     _configure_django(job)
     from django.core.mail import EmailMessage
@@ -501,7 +506,7 @@ def _django(job: Job, backend_path: str) -> Result:
         build(0).message().as_bytes()  # warm up (Django's cached DNS name, the email package)
         messages = [build(index) for index in range(job.messages)]
         with Meter() as meter:
-            backend = backend_class(host=job.host, port=job.port, fail_silently=False)
+            backend = backend_class(host=job.host, port=job.port, fail_silently=False, **options)
             sent = backend.send_messages(messages) or 0
         return meter.result(job, sent)
     large = build(0)
@@ -524,6 +529,13 @@ def django_stock(job: Job) -> Result:
 def django_ours(job: Job) -> Result:
     """Our Django backend, driven exactly like :func:`django_stock` (when it exists)."""
     return _django(job, DJANGO_OURS_BACKEND)
+
+
+@worker("django_ours_pool", "message")
+def django_ours_pool(job: Job) -> Result:
+    """Our Django backend with ``pool_size={POOL_CONNECTIONS}, keep_order=False``: a list
+    spread over the pool's connections (the settings a site sending bulk mail would use)."""
+    return _django(job, DJANGO_OURS_BACKEND, pool_size=POOL_CONNECTIONS, keep_order=False)
 
 
 # Flask-Mail ----------------------------------------------------------------------

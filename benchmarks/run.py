@@ -65,6 +65,9 @@ WORKLOAD_LABELS = {
 }
 
 DJANGO_CLIENTS = ("django_stock", "django_ours")
+#: The Django clients on the 10 ms link: the stock backend, ours as configured by
+#: default (a list in order on one connection) and ours spreading a list over the pool.
+DJANGO_LINK_CLIENTS = ("django_stock", "django_ours", "django_ours_pool")
 WORKLOAD_TITLES = {
     "sendmail": "sendmail of prebuilt 1 KB bytes",
     "message": "EmailMessage objects (built before timing): send_message",
@@ -160,6 +163,7 @@ def build_cases(quick: bool, reps: int | None) -> list[Case]:
                 ("ours_pipelined", "ours_batch", "aiosmtplib"),
                 n(3),
             ),
+            Case("smtp-sink", LATENCY_LINK, "message", 200, DJANGO_LINK_CLIENTS, n(3)),
         ]
     return [
         Case("smtp-sink", LOOPBACK_LINK, "sendmail", 3000, SENDMAIL_CLIENTS, n(5)),
@@ -167,6 +171,8 @@ def build_cases(quick: bool, reps: int | None) -> list[Case]:
         Case("aiosmtpd", LOOPBACK_LINK, "sendmail", 1000, SENDMAIL_CLIENTS, n(3)),
         Case("smtp-sink", LATENCY_LINK, "sendmail", 400, SENDMAIL_CLIENTS, n(3)),
         Case("smtp-sink", LOOPBACK_LINK, "large", 1, LARGE_CLIENTS, n(3)),
+        # The stock backend needs 4 round trips a message: about 45 s per repetition.
+        Case("smtp-sink", LATENCY_LINK, "message", 1000, DJANGO_LINK_CLIENTS, n(3)),
     ]
 
 
@@ -444,6 +450,8 @@ class Target:
     kind: str
     op: str
     threshold: float
+    #: The client a "ratio" target divides by, in the same case.
+    baseline: str = BASELINE
 
 
 TARGETS = (
@@ -519,16 +527,50 @@ TARGETS = (
         "<=",
         3.0,
     ),
+    Target(
+        "Django, loopback smtp-sink, send_messages of 1,000: >= 3x the stock backend's msg/s",
+        "smtp-sink/loopback/message",
+        "django_ours",
+        RATE.name,
+        "ratio",
+        ">=",
+        3.0,
+        baseline="django_stock",
+    ),
+    Target(
+        "Django, 10 ms link, send_messages of 1,000 with the pool: >= 20x the stock backend",
+        "smtp-sink/10ms/message",
+        "django_ours_pool",
+        RATE.name,
+        "ratio",
+        ">=",
+        20.0,
+        baseline="django_stock",
+    ),
 )
+
+
+def _target_value(target: Target, all_results: dict[str, dict[str, ClientResults]]) -> float | None:
+    """The figure ``target`` is judged on, if this run measured it."""
+    results = all_results.get(target.case_key, {})
+    entry = results.get(target.client)
+    if entry is None:
+        return None
+    if target.kind != "ratio":
+        return entry.medians.get(target.metric)
+    if target.baseline == BASELINE:
+        return entry.ratios.get(target.metric)
+    base = results.get(target.baseline)
+    value = entry.medians.get(target.metric)
+    reference = None if base is None else base.medians.get(target.metric)
+    return value / reference if value is not None and reference else None
 
 
 def check_targets(all_results: dict[str, dict[str, ClientResults]]) -> list[dict[str, Any]]:
     """Each target's measured value and PASS / MISS (or N/A when not measured)."""
     checked = []
     for target in TARGETS:
-        entry = all_results.get(target.case_key, {}).get(target.client)
-        source = {} if entry is None else entry.ratios if target.kind == "ratio" else entry.medians
-        value = source.get(target.metric)
+        value = _target_value(target, all_results)
         if value is None:
             status = "N/A"
         elif target.op == ">=":
@@ -544,6 +586,7 @@ def check_targets(all_results: dict[str, dict[str, ClientResults]]) -> list[dict
                 "kind": target.kind,
                 "op": target.op,
                 "threshold": target.threshold,
+                "baseline": target.baseline,
                 "value": value,
                 "status": status,
             }
@@ -556,7 +599,7 @@ def render_targets(checked: list[dict[str, Any]]) -> str:
     lines = ["== Targets"]
     for item in checked:
         shown = "not measured" if item["value"] is None else f"{item['value']:.2f}"
-        unit = "x aiosmtplib" if item["kind"] == "ratio" else ""
+        unit = f"x {item['baseline']}" if item["kind"] == "ratio" else ""
         lines.append(
             f"{item['status']:<4}  {item['description']}  "
             f"(measured {shown}{' ' + unit if unit and item['value'] is not None else ''}, "
@@ -565,37 +608,57 @@ def render_targets(checked: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: The cases of the Django summary: (case key, clients compared with the stock backend).
+DJANGO_SUMMARY = (
+    ("smtp-sink/loopback/message", ("django_ours", "ours_batch")),
+    ("smtp-sink/10ms/message", ("django_ours", "django_ours_pool")),
+)
+
+
 def django_entry(all_results: dict[str, dict[str, ClientResults]]) -> dict[str, Any]:
-    """Django's send_messages of the message workload: ours vs the stock backend."""
-    results = all_results.get("smtp-sink/loopback/message", {})
+    """Django's send_messages: our backend vs the stock one, per case measured."""
     entry: dict[str, Any] = {}
-    for client in ("django_stock", "django_ours", "ours_batch"):
-        found = results.get(client)
-        if found is None:
+    for key, clients in DJANGO_SUMMARY:
+        results = all_results.get(key)
+        if not results or "django_stock" not in results:
             continue
-        rate = found.medians.get(RATE.name)
-        entry[client] = rate if rate is not None else (found.errors or ["not run"])[0]
-    stock, ours = entry.get("django_stock"), entry.get("django_ours")
-    if isinstance(stock, float) and isinstance(ours, float):
-        entry["ours_over_stock"] = ours / stock
+        figures: dict[str, Any] = {}
+        for client in ("django_stock", *clients):
+            found = results.get(client)
+            if found is None:
+                continue
+            rate = found.medians.get(RATE.name)
+            figures[client] = rate if rate is not None else (found.errors or ["not run"])[0]
+        stock = figures.get("django_stock")
+        for client in clients:
+            ours = figures.get(client)
+            if isinstance(stock, float) and isinstance(ours, float):
+                figures[f"{client}_over_stock"] = ours / stock
+        entry[key] = figures
     return entry
 
 
-def render_django_entry(entry: dict[str, Any], messages: int | None) -> str:
-    """The Django line: our backend vs Django's stock backend."""
+def render_django_entry(entry: dict[str, Any], cases: list[Case]) -> str:
+    """The Django lines: our backend vs Django's stock backend."""
 
     def show(value: Any) -> str:
         return f"{value:,.1f} msg/s" if isinstance(value, float) else str(value)
 
-    lines = [f"== Django: send_messages of {messages or '?'} messages (smtp-sink, loopback)"]
-    lines.append(f"Django stock EmailBackend: {show(entry.get('django_stock', 'not run'))}")
-    lines.append(f"smtp_backends Django backend: {show(entry.get('django_ours', 'not run'))}")
-    if "ours_over_stock" in entry:
-        lines.append(f"ours / stock: {entry['ours_over_stock']:.2f}x")
-    lines.append(
-        f"(for reference, smtp_backends SMTP.send_messages: {show(entry.get('ours_batch', '-'))})"
-    )
-    return "\n".join(lines)
+    messages = {case.key: case.messages for case in cases}
+    lines: list[str] = []
+    for key, clients in DJANGO_SUMMARY:
+        figures = entry.get(key)
+        if figures is None:
+            continue
+        if lines:
+            lines.append("")
+        lines.append(f"== Django: send_messages of {messages.get(key, '?')} messages ({key})")
+        lines.append(f"{CLIENTS['django_stock'].label}: {show(figures.get('django_stock'))}")
+        for client in clients:
+            ratio = figures.get(f"{client}_over_stock")
+            shown = f"  ({ratio:.2f}x stock)" if ratio is not None else ""
+            lines.append(f"{CLIENTS[client].label}: {show(figures.get(client, '-'))}{shown}")
+    return "\n".join(lines) if lines else "== Django: not measured in this run"
 
 
 def _versions() -> dict[str, str]:
@@ -697,7 +760,6 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_after"] = _load()
 
     checked = check_targets(all_results)
-    message_case = next((c for c in cases if c.key == "smtp-sink/loopback/message"), None)
     django = django_entry(all_results)
     print()
     print(
@@ -709,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(render_case(case, all_results[case.key]))
     print()
-    print(render_django_entry(django, message_case.messages if message_case else None))
+    print(render_django_entry(django, cases))
     print()
     print(render_targets(checked))
 

@@ -47,11 +47,16 @@ from .protocol.replies import SMTPResponse
 from .protocol.transaction import Envelope, Outcome
 from .transport import SMTPTransport, log_reply, log_sent, logger, open_transport
 
-__all__ = ("SMTP", "BatchItem", "Default", "send")
+__all__ = ("SMTP", "BatchItem", "Default", "ReadyItem", "send")
 
-#: What :meth:`SMTP.send_messages` takes per message: a message object, or
-#: ``(sender, recipients, data)`` as :meth:`SMTP.sendmail` takes them.
-BatchItem = email.message.Message | tuple[str, str | Sequence[str], str | bytes]
+#: One ready message of a batch: a message object, or ``(sender, recipients,
+#: data)`` as :meth:`SMTP.sendmail` takes them.
+ReadyItem = email.message.Message | tuple[str, str | Sequence[str], str | bytes]
+#: What :meth:`SMTP.send_messages` takes per message: a :data:`ReadyItem`, or a
+#: callable without arguments returning one, called just before that message is
+#: sent, while the previous one is on the wire (so that rendering overlaps the
+#: network); whatever it raises becomes that message's outcome.
+BatchItem = ReadyItem | Callable[[], ReadyItem]
 
 # Above this size a group's pieces are written one by one instead of joined,
 # so a large message is not copied just to be sent.
@@ -893,8 +898,12 @@ class SMTP:
     ) -> list[Outcome | Exception]:
         """Send many messages over this connection, pipelined when possible.
 
-        Each item is a message object (as :meth:`send_message` takes) or a
-        ``(sender, recipients, data)`` tuple (as :meth:`sendmail` takes).
+        Each item is a message object (as :meth:`send_message` takes), a
+        ``(sender, recipients, data)`` tuple (as :meth:`sendmail` takes), or
+        a callable without arguments returning one of those: it is called
+        when its turn comes, while the previous message is on the wire, so
+        that rendering a large batch overlaps the network (anything it raises
+        becomes that message's outcome).
         With PIPELINING, message k's content and dot and message k+1's MAIL,
         RCPT and DATA leave as one group: one round trip per message.
 
@@ -928,13 +937,14 @@ class SMTP:
     def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
         def prepare() -> Envelope:
             extensions = self._extensions
-            if isinstance(item, email.message.Message):
-                return envelope_for_message(item, None, None, None, None, extensions)
-            if isinstance(item, tuple) and len(item) == 3:
-                return envelope_for_data(item[0], item[1], item[2], None, None, extensions)
+            ready = item() if callable(item) else item
+            if isinstance(ready, email.message.Message):
+                return envelope_for_message(ready, None, None, None, None, extensions)
+            if isinstance(ready, tuple) and len(ready) == 3:
+                return envelope_for_data(ready[0], ready[1], ready[2], None, None, extensions)
             raise TypeError(
-                "Expected an email message or a (sender, recipients, data) tuple, "
-                f"not {type(item).__name__}"
+                "Expected an email message, a (sender, recipients, data) tuple or a "
+                f"callable returning one, not {type(ready).__name__}"
             )
 
         return prepare

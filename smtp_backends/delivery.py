@@ -234,7 +234,7 @@ def _steps(
     def prepare(index: int) -> Transaction | Exception:
         try:
             transaction = Transaction(preparers[index]())
-        except (ValueError, TypeError, SMTPException) as exc:
+        except Exception as exc:  # bad input, or a lazy item's own failure: this one fails
             return exc
         if on_result is not None:
             positions[id(transaction)] = index

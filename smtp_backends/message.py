@@ -16,6 +16,7 @@ import email.message
 import email.policy
 import email.utils
 import io
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = (
     "flatten",
     "message_bytes",
     "needs_smtputf8",
+    "serialize",
 )
 
 AnyMessage = email.message.Message  # EmailMessage and the email.mime classes derive from it
@@ -142,24 +144,54 @@ def flatten(message: AnyMessage, *, utf8: bool = False, eight_bit: bool = True) 
     return buffer.getvalue()
 
 
+def serialize(
+    message: AnyMessage,
+    *,
+    policy: email.policy.Policy | None = None,
+    linesep: str | None = None,
+) -> bytes:
+    """``message.as_bytes(policy=policy)``, byte for byte, in less time.
+
+    The bytes of :meth:`email.message.Message.as_bytes` (``From `` lines are
+    not mangled; every header stays, Bcc included), for adapters that must
+    send exactly what their framework renders, such as Django's backends.
+
+    Args:
+        policy: the policy to render with (default: the message's own).
+        linesep: overrides the policy's line separator (``"\r\n"`` for SMTP).
+    """
+    chosen = message.policy if policy is None else policy
+    if linesep is not None and chosen.linesep != linesep:
+        chosen = chosen.clone(linesep=linesep)
+    buffer = io.BytesIO()
+    _Generator(buffer, mangle_from_=False, policy=chosen).flatten(message)
+    return buffer.getvalue()
+
+
 class _Generator(email.generator.BytesGenerator):
     """The standard generator, with a fast path for short ASCII headers.
 
-    Folding a header object through the standard policy rebuilds and
-    re-renders its parse tree, which is most of the cost of flattening a
-    typical message. When the rendered value is ASCII and the whole header
-    fits on one line, the standard fold (``_refold_parse_tree``) produces
-    exactly ``name + ": " + value + linesep``; this writes that directly.
-    Anything else (long, non-ASCII, encoded-word-like or empty values,
-    plain-string values, other policies) goes through the standard fold, so
-    the bytes are always the ones the standard library would produce.
+    Folding a header through the standard policies is most of the cost of
+    flattening a typical message: the modern policy rebuilds and re-renders
+    the header's parse tree, compat32 runs it through ``email.header.Header``.
+    For a value that fits on one line and that folding provably leaves as it
+    is, both produce exactly ``name + ": " + value + linesep``; this writes
+    that directly. Anything else (long, non-ASCII, encoded-word-like, empty
+    or padded values, header objects of other kinds) goes through the
+    standard fold, so the bytes are always the ones the standard library
+    would produce (checked against it in tests/test_message.py).
     """
 
     def _write_headers(self, msg: Any) -> None:
         policy = self.policy
-        if not isinstance(policy, email.policy.EmailPolicy):
+        if isinstance(policy, email.policy.EmailPolicy):
+            self._write_modern_headers(msg, policy)
+        elif type(policy) is email.policy.Compat32:
+            self._write_compat32_headers(msg, policy)
+        else:
             super()._write_headers(msg)  # type: ignore[misc]
-            return
+
+    def _write_modern_headers(self, msg: Any, policy: email.policy.EmailPolicy) -> None:
         maxlen = policy.max_line_length or sys.maxsize
         linesep = policy.linesep
         write = self._fp.write  # type: ignore[attr-defined]
@@ -170,6 +202,33 @@ class _Generator(email.generator.BytesGenerator):
             else:
                 write(policy.fold_binary(name, value))
         self.write(self._NL)  # type: ignore[attr-defined]
+
+    def _write_compat32_headers(self, msg: Any, policy: email.policy.Compat32) -> None:
+        # compat32 folds a str through Header(value, header_name=name): a value
+        # of printable ASCII words separated by single spaces, with no leading or
+        # trailing blank and no encoded-word, within the line length, comes out
+        # unchanged (Header only splits above the limit, drops a trailing blank
+        # and rewraps at line breaks).
+        maxlen = policy.max_line_length or 1_000_000
+        linesep = policy.linesep
+        write = self._fp.write  # type: ignore[attr-defined]
+        fold = policy.fold_binary
+        for name, value in msg.raw_items():
+            if (
+                type(value) is str
+                and len(name) + 2 + len(value) <= maxlen
+                and _COMPAT32_ONE_LINE(value)
+                and name.isascii()
+                and "=?" not in value
+            ):
+                write(f"{name}: {value}{linesep}".encode("ascii"))
+            else:
+                write(fold(name, value))
+        self.write(self._NL)  # type: ignore[attr-defined]
+
+
+# Non-empty printable ASCII, no leading/trailing or doubled blank, no tab.
+_COMPAT32_ONE_LINE = re.compile(r"[!-~]+(?: [!-~]+)*").fullmatch
 
 
 _BASE_FOLD = email.headerregistry.BaseHeader.fold

@@ -8,18 +8,23 @@ tests/django_upstream.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import email.generator
 import itertools
 import smtplib
 import ssl
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("django")
 pytest.importorskip("pytest_django")
@@ -28,6 +33,7 @@ from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend as StockEmailBackend
+from django.core.mail.message import sanitize_address
 
 import smtp_backends
 from smtp_backends import (
@@ -484,7 +490,7 @@ def test_batch_failure_sends_the_others(smtpd: SMTPServer) -> None:
 def test_send_messages_is_one_pipelined_batch(
     smtpd: SMTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The list goes to SMTPPool.send_messages once, as (sender, recipients, bytes)."""
+    """The list goes to SMTPPool.send_messages once, as lazy (sender, recipients, bytes)."""
     calls: list[list[Any]] = []
     original = SMTPPool.send_messages
 
@@ -495,7 +501,10 @@ def test_send_messages_is_one_pipelined_batch(
     monkeypatch.setattr(SMTPPool, "send_messages", spy)
     batch = [message(f"user{i}@example.com") for i in range(5)]
     assert make_backend(smtpd, pool_size=1).send_messages(batch) == 5
-    [items] = calls
+    [lazy] = calls
+    assert all(callable(item) for item in lazy)  # rendered by the client, one by one
+    items = [item() for item in lazy]  # each renders once: the same objects again
+    assert all(item() is rendered for item, rendered in zip(lazy, items, strict=True))
     assert [(sender, recipients) for sender, recipients, _ in items] == [
         (SENDER, [f"user{i}@example.com"]) for i in range(5)
     ]
@@ -515,6 +524,63 @@ def test_lists_keep_their_order(smtpd: SMTPServer) -> None:
     assert {m.connection_id for m in smtpd.messages} == {1}
     assert make_backend(smtpd, pool_size=4).send_messages([message()]) == 1
     assert smtpd.handler.connections == 2
+
+
+def test_keep_order_false_spreads_a_list_over_the_pool(smtpd: SMTPServer) -> None:
+    """keep_order=False: one list uses several pooled connections; each message once."""
+    batch = [message(f"s{i}@example.com") for i in range(40)]
+    backend = make_backend(smtpd, pool_size=4, keep_order=False)
+    assert backend.keep_order is False
+    assert backend.send_messages(batch) == 40
+    assert sorted(m.rcpt_tos[0] for m in smtpd.messages) == sorted(
+        f"s{i}@example.com" for i in range(40)
+    )
+    assert len({m.connection_id for m in smtpd.messages}) == 4
+    with pytest.raises(TypeError, match="keep_order"):
+        make_backend(smtpd, keep_order="no")
+
+
+def test_list_stops_at_a_message_that_cannot_be_prepared(smtpd: SMTPServer) -> None:
+    """As the stock backend: the messages before a bad one are sent, it raises, and the
+    ones after it are not sent (they are rendered lazily, one by one)."""
+    batch = [message("a@example.com"), message("bad\naddress@example.com"), message()]
+    with pytest.raises(ValueError):
+        make_backend(smtpd, fail_silently=True).send_messages(batch)
+    assert [m.rcpt_tos for m in smtpd.messages] == [["a@example.com"]]
+
+
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+class _Recording(EmailMessage):
+    """Records in which context and on which thread each message was rendered."""
+
+    seen: list[tuple[str, str]] = []
+
+    def message(self, **kwargs: Any) -> Any:
+        self.seen.append((_request_id.get(), threading.current_thread().name))
+        return super().message(**kwargs)
+
+
+@pytest.mark.parametrize("run_async", [False, True])
+def test_a_list_renders_on_the_bridge_in_the_callers_context(
+    smtpd: SMTPServer, run_async: bool
+) -> None:
+    """Rendering a list overlaps the network on the bridge, yet sees the caller's context
+    variables (Django keeps the active language and the like in them)."""
+    _Recording.seen = []
+    batch = [_Recording(to=[f"l{i}@example.com"], subject="s", from_email=SENDER) for i in range(3)]
+    backend = make_backend(smtpd)
+
+    def send() -> int:
+        _request_id.set("request-7")
+        if run_async:
+            return asyncio.run(backend.asend_messages(batch))
+        return backend.send_messages(batch)
+
+    assert contextvars.copy_context().run(send) == 3
+    assert [value for value, _ in _Recording.seen] == ["request-7"] * 3
+    assert {thread for _, thread in _Recording.seen} == {"smtp-backends-bridge"}
 
 
 # --------------------------------------------------------------------------- failures
@@ -817,6 +883,45 @@ def test_prep_address() -> None:
         with pytest.raises(TypeError, match=r"needs Django 6\.0"):
             backend.prep_address("åh@example.dk", force_ascii=False)
     assert adapter._addr_spec("<>") == "<>"  # what smtplib.quoteaddr keeps as it is
+
+
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_LABEL = r"[A-Za-z0-9-]{1,63}"
+
+
+def django_envelope_address(address: str) -> str:
+    """What Django's own code makes of an address (the stock backend's path)."""
+    if DJANGO_6:
+        return str(StockEmailBackend(host="h").prep_address(address))
+    return adapter._addr_spec(sanitize_address(address, "utf-8"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(rf"\A{_DOT_ATOM}@{_LABEL}(\.{_LABEL})*\Z"),
+        st.text(alphabet=st.sampled_from("aZ9.-@_'\" <>()[],;:\\"), max_size=30),
+    )
+)
+def test_plain_address_fast_path_agrees_with_django(address: str) -> None:
+    # The fast path may only take what Django's parser returns unchanged.
+    try:
+        expected = django_envelope_address(address)
+    except Exception as exc:  # whatever Django's parser raises, ours raises too
+        assert not adapter._plain_address(address), (address, exc)
+        with pytest.raises(type(exc)):
+            make_backend(host="h").prep_address(address)
+        return
+    if adapter._plain_address(address):
+        assert expected == address
+        assert adapter._sanitized_addr_spec(address, "utf-8") == address
+    assert make_backend(host="h").prep_address(address) == expected
+
+
+def test_plain_address_fast_path_leaves_other_kinds_to_django() -> None:
+    for address in ["Name <a@example.com>", "a@b..c", "a@" + "x" * 64 + ".com", "a@b.com "]:
+        assert not adapter._plain_address(address)
+    assert adapter._sanitized_addr_spec("Zoë <z@example.com>", "utf-8") == "z@example.com"
 
 
 def test_pool_reused_across_instances(smtpd: SMTPServer) -> None:

@@ -23,6 +23,7 @@ from smtp_backends.message import (
     extract_sender,
     flatten,
     message_bytes,
+    serialize,
 )
 from smtp_backends.protocol.extensions import Extensions
 
@@ -130,6 +131,69 @@ def test_flatten_matches_stdlib_for_any_header_values(
         except Exception:
             continue
         assert flatten(message, utf8=utf8) == expected
+
+
+# --------------------------------------------------------------------------- serialize
+
+
+@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("linesep", ["\r\n", "\n", None])
+def test_serialize_is_as_bytes_byte_for_byte(index: int, linesep: str | None) -> None:
+    message = corpus()[index]
+    policy = message.policy if linesep is None else message.policy.clone(linesep=linesep)
+    assert serialize(message, linesep=linesep) == message.as_bytes(policy=policy)
+    assert b"Bcc" not in serialize(message) or "Bcc" in message  # every header stays
+    smtp = email.policy.SMTP
+    if isinstance(message, EmailMessage):
+        assert serialize(message, policy=smtp) == message.as_bytes(policy=smtp)
+
+
+def test_serialize_never_mangles_from_lines() -> None:
+    message = MIMEText("From here on\nFrom the top\n", "plain", "us-ascii")
+    message["Subject"] = "From lines"
+    assert b"\nFrom here on" in serialize(message, linesep="\n")
+    assert serialize(message, linesep="\r\n") == message.as_bytes(
+        policy=message.policy.clone(linesep="\r\n")
+    )
+
+
+compat32_values = st.one_of(
+    header_text,
+    # Mostly printable ASCII with blanks, so that the fast path's edges are hit often.
+    st.text(alphabet=st.sampled_from("ab =?\t,;:<>.-"), max_size=100),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=60, max_size=90),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    subject=compat32_values, extra=compat32_values, name=st.sampled_from(["X-A", "X-" + "n" * 40])
+)
+def test_serialize_matches_compat32_for_any_header_values(
+    subject: str, extra: str, name: str
+) -> None:
+    # The kind of message Django 5.2 builds: email.mime classes, compat32, str headers.
+    message = MIMEText("body\n", "plain", "utf-8")
+    message["Subject"] = subject
+    message[name] = extra
+    policy = message.policy.clone(linesep="\r\n")
+    try:
+        expected = message.as_bytes(policy=policy)
+    except Exception as exc:  # the standard library refuses it: so must serialize
+        with pytest.raises(type(exc)):
+            serialize(message, linesep="\r\n")
+        return
+    assert serialize(message, linesep="\r\n") == expected
+
+
+def test_serialize_falls_back_for_other_policies() -> None:
+    class Custom(email.policy.Compat32):
+        pass
+
+    message = MIMEText("body\n")
+    message["Subject"] = "Plain words"
+    custom = Custom(linesep="\r\n")
+    assert serialize(message, policy=custom) == message.as_bytes(policy=custom)
 
 
 def test_flatten_does_not_touch_the_callers_message() -> None:
