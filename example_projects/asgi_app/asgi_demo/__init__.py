@@ -1,0 +1,1 @@
+"""The example ASGI app: Starlette handlers that await ``smtp_backends`` directly."""
