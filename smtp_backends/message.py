@@ -226,7 +226,14 @@ class _Generator(email.generator.BytesGenerator):
                 write(fold(name, value))
         self.write(self._NL)  # type: ignore[attr-defined]
 
+    def _write_lines(self, lines: str) -> None:
+        # The standard generator splits the text at every line break and writes
+        # each line and a linesep separately; one substitution is the same text.
+        if lines:
+            self.write(_LINE_BREAK.sub(self._NL, lines))  # type: ignore[attr-defined]
 
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the standard generator splits lines at
 # Non-empty printable ASCII, no leading/trailing or doubled blank, no tab.
 _COMPAT32_ONE_LINE = re.compile(r"[!-~]+(?: [!-~]+)*").fullmatch
 

@@ -186,6 +186,19 @@ def test_serialize_matches_compat32_for_any_header_values(
     assert serialize(message, linesep="\r\n") == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.text(alphabet=st.sampled_from("ab \r\n.\u00e9"), max_size=60),
+    linesep=st.sampled_from(["\r\n", "\n"]),
+)
+def test_serialize_matches_as_bytes_for_any_line_breaks(body: str, linesep: str) -> None:
+    for message in (MIMEText(body, "plain", "utf-8"), EmailMessage()):
+        if isinstance(message, EmailMessage):
+            message.set_content(body or "x")
+        policy = message.policy.clone(linesep=linesep)
+        assert serialize(message, linesep=linesep) == message.as_bytes(policy=policy)
+
+
 def test_serialize_falls_back_for_other_policies() -> None:
     class Custom(email.policy.Compat32):
         pass
