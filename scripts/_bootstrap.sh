@@ -28,33 +28,43 @@ _pick_python() {
     return 1
 }
 
-_bootstrap_venv() {
-    if [ ! -x "$VENV_BIN/python" ] || ! "$VENV_BIN/python" -c 'pass' >/dev/null 2>&1; then
-        local base_python
-        base_python="$(_pick_python)"
-        echo "==> creating .venv with $base_python ($("$base_python" --version 2>&1))"
-        rm -rf "$VENV_DIR"
-        "$base_python" -m venv "$VENV_DIR"
+# _ensure_venv DIR PYTHON: DIR holds a virtualenv made with PYTHON, with the package
+# (editable) and its development extras, re-installed when pyproject.toml changes.
+_ensure_venv() {
+    local dir="$1" base_python="$2"
+    local bin="$dir/bin" stamp="$dir/.smtp-backends-installed"
+    if [ ! -x "$bin/python" ] || ! "$bin/python" -c 'pass' >/dev/null 2>&1; then
+        echo "==> creating $(basename "$dir") with $base_python ($("$base_python" --version 2>&1))"
+        rm -rf "$dir"
+        "$base_python" -m venv "$dir"
     fi
 
     local wanted
-    wanted="$("$VENV_BIN/python" - <<'PY'
+    wanted="$("$bin/python" - <<'PY'
 import hashlib, sys
 with open("pyproject.toml", "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
 print(f"{sys.version_info[:3]} {digest}")
 PY
 )"
-    if [ -f "$_STAMP_FILE" ] && [ "$(cat "$_STAMP_FILE")" = "$wanted" ] \
-        && "$VENV_BIN/python" -I -c 'import importlib.metadata as m; m.version("smtp-backends")' \
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] \
+        && "$bin/python" -I -c 'import importlib.metadata as m; m.version("smtp-backends")' \
             >/dev/null 2>&1; then
         return 0
     fi
 
-    echo "==> installing smtp-backends[dev] into .venv"
-    rm -f "$_STAMP_FILE"
-    "$VENV_BIN/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
-    printf '%s\n' "$wanted" >"$_STAMP_FILE"
+    echo "==> installing smtp-backends[dev] into $(basename "$dir")"
+    rm -f "$stamp"
+    "$bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+    printf '%s\n' "$wanted" >"$stamp"
+}
+
+_bootstrap_venv() {
+    if [ ! -x "$VENV_BIN/python" ] || ! "$VENV_BIN/python" -c 'pass' >/dev/null 2>&1; then
+        _ensure_venv "$VENV_DIR" "$(_pick_python)"
+    else
+        _ensure_venv "$VENV_DIR" "$VENV_BIN/python"
+    fi
 }
 
 _bootstrap_venv

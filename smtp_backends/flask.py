@@ -38,9 +38,14 @@ What changes underneath, and what is added:
   :meth:`Message.attach_inline`, and Jinja templates rendered into the body
   and HTML with :meth:`Message.render_template`.
 * A ``flask mail send-test ADDRESS`` command.
+* Queued sending on Celery: after ``mail.init_celery(celery_app)``,
+  ``mail.send(msg, queue=True)`` (or every send, with ``MAIL_QUEUE = True``)
+  hands the message to a Celery worker instead of sending it in the request
+  (see :meth:`Mail.init_celery` and :mod:`smtp_backends.celery`).
 
 Only this module (and the other adapters) imports Flask; it uses nothing
-but the public API of :mod:`smtp_backends` and :mod:`smtp_backends.bridge`.
+but the public API of :mod:`smtp_backends`, :mod:`smtp_backends.bridge` and
+(for queued sending) :mod:`smtp_backends.celery`.
 """
 
 from __future__ import annotations
@@ -1260,6 +1265,11 @@ def _read_settings(config: Mapping[str, Any], debug: bool | int, testing: bool) 
     if idle is not None and not idle > 0:
         raise ValueError(f"MAIL_POOL_IDLE_TIMEOUT must be positive (or None), not {idle!r}.")
     settings["pool_idle_timeout"] = idle
+    settings["queue"] = flag("MAIL_QUEUE", False)
+    settings["celery_queue"] = get(
+        "MAIL_CELERY_QUEUE", None, lambda v: v is None or isinstance(v, str), "a str or None"
+    )
+    settings["task_queue"] = None
     # Fail now rather than at the first send: the core checks the combination.
     _config_from(settings)
     return settings
@@ -1363,11 +1373,20 @@ class _MailMixin(abc.ABC):
         """An :class:`AsyncConnection` for async code: ``async with mail.aconnect() as c:``."""
         return AsyncConnection(self._resolve_state())
 
-    def send(self, message: Message) -> Refused:
+    def send(self, message: Message, queue: bool | None = None) -> Refused:
         """Send one message (recorded only, when sending is suppressed).
 
-        Returns the refused recipients; raises as :meth:`Connection.send`.
+        Args:
+            message: the message.
+            queue: hand it to a Celery worker instead (see
+                :meth:`Mail.init_celery`); None: the ``MAIL_QUEUE`` setting.
+
+        Returns the refused recipients (always empty when queued); raises as
+        :meth:`Connection.send`, and when queued as :meth:`MailState.enqueue`.
         """
+        state = self._resolve_state()
+        if state._queued(queue):
+            return state.enqueue(message)
         with self.connect() as connection:
             return connection.send(message)
 
@@ -1375,8 +1394,12 @@ class _MailMixin(abc.ABC):
         """Build a :class:`Message` from the arguments and send it."""
         return self.send(Message(*args, **kwargs))
 
-    async def asend(self, message: Message) -> Refused:
+    async def asend(self, message: Message, queue: bool | None = None) -> Refused:
         """Send one message from async code; as :meth:`send`."""
+        state = self._resolve_state()
+        if state._queued(queue):
+            # Publishing to the broker blocks: off the event loop (with the app context).
+            return await asyncio.to_thread(state.enqueue, message)
         async with self.aconnect() as connection:
             return await connection.send(message)
 
@@ -1393,7 +1416,9 @@ class MailState(_MailMixin):
     ``max_emails``, ``suppress``, ``ascii_attachments``) plus ``timeout``,
     ``validate_certs``, ``cert_bundle``, ``client_cert``, ``client_key``,
     ``tls_context``, ``local_hostname``, ``allow_insecure_auth``,
-    ``pipelining``, ``pool_size`` and ``pool_idle_timeout``. They may be
+    ``pipelining``, ``pool_size``, ``pool_idle_timeout``, ``queue``
+    (``MAIL_QUEUE``), ``celery_queue`` (``MAIL_CELERY_QUEUE``) and
+    ``task_queue`` (set by :meth:`init_celery`). They may be
     changed at run time (``state.suppress = True``); the next send uses them,
     over a new pool if a connection setting changed.
 
@@ -1425,6 +1450,9 @@ class MailState(_MailMixin):
     pipelining: bool
     pool_size: int
     pool_idle_timeout: float | None
+    queue: bool
+    celery_queue: str | None
+    task_queue: Any
 
     def __init__(self, **settings: Any) -> None:
         self.__dict__.update(settings)
@@ -1533,6 +1561,60 @@ class MailState(_MailMixin):
         if slot is not None and slot.pid == os.getpid() and not slot.pool.closed:
             await _on_bridge_async(slot.pool.close)
 
+    # Queued sending (Celery) ----------------------------------------------------
+
+    def init_celery(self, celery: Any, **options: Any) -> Any:
+        """Send through Celery workers with this state's settings; see :meth:`Mail.init_celery`."""
+        # Imported here: Celery is an optional extra, needed only for queued sending.
+        from smtp_backends.celery import register
+
+        def worker_pool(profile: str | None) -> SMTPPool:
+            # Called in the worker process: the MAIL_* settings it was started with.
+            return SMTPPool.from_config(
+                self.connection_config(),
+                max_connections=self.pool_size,
+                max_messages_per_connection=self.max_emails,
+                idle_timeout=self.pool_idle_timeout,
+            )
+
+        options.setdefault("queue", self.celery_queue)
+        self.task_queue = register(celery, smtp=worker_pool, **options)
+        return self.task_queue
+
+    def _queued(self, queue: bool | None) -> bool:
+        """Whether a send goes to the queue (never when sending is suppressed)."""
+        return bool(self.queue if queue is None else queue) and not self.suppress
+
+    def enqueue(self, message: Message, envelope_from: Address | None = None) -> Refused:
+        """Check a message and queue it for a Celery worker; returns {} (nothing refused yet).
+
+        ``email_dispatched`` is sent once the message is queued.
+
+        Raises:
+            RuntimeError: :meth:`init_celery` was not called.
+            NoRecipientsError / NoSenderError / BadHeaderError / ValueError:
+                as :meth:`Connection.send`, before anything is queued (and
+                ValueError for ``mail_options`` / ``rcpt_options``, which
+                queued messages do not carry).
+            Exception: the broker could not be reached (kombu's errors).
+        """
+        task_queue = self.__dict__.get("task_queue")
+        if task_queue is None:
+            raise RuntimeError(
+                "Queued sending needs a Celery app: call mail.init_celery(celery_app)"
+            )
+        prepared = _Prepared(message, self, envelope_from)
+        if prepared.mail_options or prepared.rcpt_options:
+            raise ValueError("mail_options and rcpt_options cannot be used with queued sending")
+        task_queue.enqueue(
+            _addr_spec(prepared.sender),
+            [_addr_spec(address) for address in prepared.recipients],
+            prepared.data,
+            message_id=message.msgId,
+        )
+        email_dispatched.send(self._signal_sender(), message=message)
+        return {}
+
 
 #: Flask-Mail's name for the per-app state class.
 _Mail = MailState
@@ -1609,6 +1691,33 @@ class Mail(_MailMixin):
     def close(self) -> None:
         """Close the current app's pooled connections; see :meth:`MailState.close`."""
         self._resolve_state().close()
+
+    def init_celery(self, celery: Any, app: Flask | None = None, **options: Any) -> Any:
+        """Queue mail on ``celery`` (a Celery app) for ``app`` (default: the current one).
+
+        Registers the sending task on ``celery`` (call it where the workers
+        run it too, e.g. in the app factory after :meth:`init_app`); workers
+        send with this app's MAIL_* settings. Then ``send(msg, queue=True)``,
+        or every send when ``MAIL_QUEUE`` is true, queues instead of sending;
+        ``MAIL_CELERY_QUEUE`` names the Celery queue.
+
+        Args:
+            celery: the Celery app.
+            app: the Flask app (after ``init_app``).
+            **options: keywords of :func:`smtp_backends.celery.register`
+                (``name``, ``batch_size``, ``max_retries``, ``dedupe``...).
+
+        Returns:
+            The :class:`smtp_backends.celery.SMTPQueue`.
+
+        Raises:
+            RuntimeError: the app is not set up with :meth:`init_app`.
+            ValueError: a queue of that name is already registered on ``celery``.
+        """
+        state = app.extensions.get("mail") if app is not None else self._resolve_state()
+        if not isinstance(state, MailState):
+            raise RuntimeError("Call mail.init_app(app) before mail.init_celery()")
+        return state.init_celery(celery, **options)
 
     async def aclose(self) -> None:
         """Close the current app's pooled connections from async code."""

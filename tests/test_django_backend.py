@@ -1092,9 +1092,11 @@ def test_exceptions_are_smtplib_and_core_classes() -> None:
     assert issubclass(SMTPConnectError, OSError)
     assert adapter.__all__ == (
         "AsyncSMTPBackend",
+        "CeleryBackend",
         "amail_admins",
         "amail_managers",
         "asend_mail",
         "asend_mass_mail",
+        "register_celery",
     )
     assert smtp_backends.django is adapter

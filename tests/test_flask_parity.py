@@ -418,7 +418,7 @@ def test_adapter_uses_only_the_public_core_api() -> None:
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
     core = {name for name in imported if name.startswith(("smtp_backends", "."))}
-    assert core == {"smtp_backends", "smtp_backends.bridge"}
+    assert core == {"smtp_backends", "smtp_backends.bridge", "smtp_backends.celery"}
 
 
 def test_core_imports_without_flask_and_the_registry_is_untouched() -> None:
