@@ -229,11 +229,16 @@ class _Generator(email.generator.BytesGenerator):
     def _write_lines(self, lines: str) -> None:
         # The standard generator splits the text at every line break and writes
         # each line and a linesep separately; one substitution is the same text.
-        if lines:
+        # Only for short texts: a large attachment written line by line never
+        # needs a second whole copy of itself in memory.
+        if len(lines) > _SUBSTITUTE_UP_TO:
+            super()._write_lines(lines)  # type: ignore[misc]
+        elif lines:
             self.write(_LINE_BREAK.sub(self._NL, lines))  # type: ignore[attr-defined]
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the standard generator splits lines at
+_SUBSTITUTE_UP_TO = 64 * 1024
 # Non-empty printable ASCII, no leading/trailing or doubled blank, no tab.
 _COMPAT32_ONE_LINE = re.compile(r"[!-~]+(?: [!-~]+)*").fullmatch
 

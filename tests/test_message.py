@@ -199,6 +199,13 @@ def test_serialize_matches_as_bytes_for_any_line_breaks(body: str, linesep: str)
         assert serialize(message, linesep=linesep) == message.as_bytes(policy=policy)
 
 
+def test_serialize_writes_a_large_text_line_by_line_with_the_same_bytes() -> None:
+    body = "line\r\nother\rthird\n" * 5000  # over the one-substitution limit
+    message = MIMEText(body, "plain", "utf-8")
+    policy = message.policy.clone(linesep="\r\n")
+    assert serialize(message, linesep="\r\n") == message.as_bytes(policy=policy)
+
+
 def test_serialize_falls_back_for_other_policies() -> None:
     class Custom(email.policy.Compat32):
         pass
