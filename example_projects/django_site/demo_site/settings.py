@@ -82,11 +82,22 @@ USE_TZ = True
 # ------------------------------------------------------------------ mail
 # The one setting that matters: everything that sends mail (send_mail, EmailMessage.send,
 # mail_admins on errors, the password reset form, `manage.py sendtestemail`) goes through it.
-# (On Django 6.1 the same backend also works under MAILERS; see the main README.)
-EMAIL_BACKEND = "smtp_backends.django.AsyncSMTPBackend"
-EMAIL_HOST = os.environ.get("SMTP_HOST", "127.0.0.1")
-EMAIL_PORT = int(os.environ.get("SMTP_PORT", "1025"))
-EMAIL_TIMEOUT = 10
+# Django 5.2 (and 6.0) name it in EMAIL_BACKEND; Django 6.1 deprecates that and the
+# EMAIL_* connection settings in favour of MAILERS, where the same backend takes OPTIONS.
+SMTP_HOST = os.environ.get("SMTP_HOST", "127.0.0.1")
+SMTP_PORT = int(os.environ.get("SMTP_PORT", "1025"))
+if django.VERSION >= (6, 1):
+    MAILERS = {
+        "default": {
+            "BACKEND": "smtp_backends.django.AsyncSMTPBackend",
+            "OPTIONS": {"host": SMTP_HOST, "port": SMTP_PORT, "timeout": 10},
+        },
+    }
+else:
+    EMAIL_BACKEND = "smtp_backends.django.AsyncSMTPBackend"
+    EMAIL_HOST = SMTP_HOST
+    EMAIL_PORT = SMTP_PORT
+    EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = "Example Site <noreply@example.com>"
 SERVER_EMAIL = "errors@example.com"
 # Django's default logging mails ADMINS about every 500 when DEBUG is off (its

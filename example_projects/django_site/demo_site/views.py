@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import django.core.mail
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -35,9 +36,19 @@ def contact(request: HttpRequest) -> HttpResponse:
             to=[settings.CONTACT_EMAIL],
             reply_to=[f"{data['name']} <{data['email']}>"],
         )
-        message.send()  # EMAIL_BACKEND: smtp_backends.django.AsyncSMTPBackend
+        message.send()  # through smtp_backends.django.AsyncSMTPBackend (see settings.py)
         return render(request, "contact_thanks.html", {"name": data["name"]})
     return render(request, "contact.html", {"form": form})
+
+
+def mail_backend() -> AsyncSMTPBackend:
+    """The configured mail backend: Django 6.1's ``mailers["default"]``, else EMAIL_BACKEND's."""
+    if hasattr(settings, "MAILERS"):
+        backend = django.core.mail.mailers["default"]
+    else:
+        backend = get_connection()
+    assert isinstance(backend, AsyncSMTPBackend), "settings.py configures smtp_backends"
+    return backend
 
 
 def _newsletter_message(subject: str, body: str, recipient: str) -> EmailMultiAlternatives:
@@ -63,7 +74,7 @@ async def newsletter(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         subject, body = form.cleaned_data["subject"], form.cleaned_data["body"]
         messages = [_newsletter_message(subject, body, address) for address in SUBSCRIBERS]
-        sent = await AsyncSMTPBackend().asend_messages(messages)
+        sent = await mail_backend().asend_messages(messages)
     # The template must not touch `user` or `messages`: they would hit the database,
     # which async code may not do directly.
     return render(
