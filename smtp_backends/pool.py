@@ -353,7 +353,10 @@ class SMTPPool:
         a message whose outcome is unknown is never resent.
 
         Args:
-            messages: message objects or ``(sender, recipients, data)`` tuples.
+            messages: message objects, ``(sender, recipients, data)`` tuples, or
+                callables returning one (see :meth:`SMTP.send_messages`); a
+                callable is called again if its message is retried on another
+                connection.
             on_progress: called as ``on_progress(done, total)`` as outcomes arrive.
             on_result: called as ``on_result(index, outcome)`` once per message
                 (index into ``messages``) with its final outcome, at once when
