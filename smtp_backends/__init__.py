@@ -8,7 +8,7 @@ batches (:meth:`SMTP.send_messages`) and strict security defaults.
 from __future__ import annotations
 
 from .client import SMTP, BatchItem, send
-from .config import ConnectionConfig
+from .config import ConnectionConfig, SMTPTokenGenerator
 from .errors import (
     SMTPAuthenticationError,
     SMTPCertificateError,
@@ -35,7 +35,7 @@ from .errors import (
     SMTPUnknownOutcomeTimeoutError,
 )
 from .pool import SMTPPool
-from .protocol.replies import SMTPResponse
+from .protocol.replies import SMTPResponse, SMTPStatus
 
 __version__ = "0.1.0"
 
@@ -64,8 +64,10 @@ __all__ = (
     "SMTPResponseException",
     "SMTPSenderRefused",
     "SMTPServerDisconnected",
+    "SMTPStatus",
     "SMTPTLSError",
     "SMTPTimeoutError",
+    "SMTPTokenGenerator",
     "SMTPUnknownOutcomeError",
     "SMTPUnknownOutcomeTimeoutError",
     "send",

@@ -11,13 +11,21 @@ from typing import Any, Union
 
 from .protocol.commands import ehlo_name
 
-__all__ = ("DEFAULT_TIMEOUT", "ConnectionConfig", "OAuthTokenGenerator", "SocketPath")
+__all__ = (
+    "DEFAULT_TIMEOUT",
+    "ConnectionConfig",
+    "OAuthTokenGenerator",
+    "SMTPTokenGenerator",
+    "SocketPath",
+)
 
 #: Seconds allowed for each network operation unless told otherwise (as aiosmtplib).
 DEFAULT_TIMEOUT = 60.0
 
 #: An async callable returning a fresh OAuth 2.0 access token, for XOAUTH2.
 OAuthTokenGenerator = Callable[[], Awaitable[str]]
+#: aiosmtplib's name for :data:`OAuthTokenGenerator`.
+SMTPTokenGenerator = OAuthTokenGenerator
 SocketPath = Union[str, bytes, "os.PathLike[str]"]
 
 

@@ -376,3 +376,18 @@ def test_exception_with_traceback_and_cause_pickles() -> None:
         clone = pickle.loads(pickle.dumps(exc))
     assert type(clone) is SMTPUnknownOutcomeError
     assert clone.message == "Connection lost after the end of data"
+
+
+def test_every_name_aiosmtplib_exports_is_exported_here() -> None:
+    """Code written for aiosmtplib runs with the import changed: its public names exist."""
+    aiosmtplib = pytest.importorskip("aiosmtplib")
+    import smtp_backends
+
+    assert set(aiosmtplib.__all__) <= set(smtp_backends.__all__)
+    for name in aiosmtplib.__all__:
+        assert hasattr(smtp_backends, name), name
+    assert [(s.name, s.value) for s in smtp_backends.SMTPStatus] == [
+        (s.name, s.value) for s in aiosmtplib.SMTPStatus
+    ]
+    assert smtp_backends.SMTPStatus.completed == 250
+    assert issubclass(smtp_backends.SMTPStatus, int)

@@ -8,12 +8,19 @@ complete replies; anything malformed or oversized raises
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import NamedTuple
 
 from ..errors import SMTPProtocolError
 
-__all__ = ("DEFAULT_MAX_LINE_LENGTH", "DEFAULT_MAX_REPLY_SIZE", "ReplyParser", "SMTPResponse")
+__all__ = (
+    "DEFAULT_MAX_LINE_LENGTH",
+    "DEFAULT_MAX_REPLY_SIZE",
+    "ReplyParser",
+    "SMTPResponse",
+    "SMTPStatus",
+)
 
 #: Longest reply line accepted, terminator included. RFC 5321 4.5.3.1.5 sets
 #: 512 octets; real servers exceed it, so allow generously but not unboundedly.
@@ -27,6 +34,46 @@ _DIGITS = frozenset(b"0123456789")
 _COMPLETE_ONE_LINE_REPLIES = re.compile(rb"(?:[2-5][0-9][0-9] [^\r\n]*\r\n)+")
 # RFC 3463 2: class "." subject "." detail, class 2, 4 or 5.
 _ENHANCED_STATUS = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}")
+
+
+class SMTPStatus(enum.IntEnum):
+    """Reply codes by name (RFC 5321 4.2.3, and RFC 4954 / 3207 for AUTH and STARTTLS).
+
+    The same names and values as aiosmtplib's ``SMTPStatus``, so code comparing
+    ``response.code`` with them runs unchanged; ``invalid_response`` (-1) is
+    the code of a reply that could not be read.
+    """
+
+    invalid_response = -1
+    system_status_ok = 211
+    help_message = 214
+    ready = 220
+    closing = 221
+    auth_successful = 235
+    completed = 250
+    will_forward = 251
+    cannot_vrfy = 252
+    auth_continue = 334
+    start_input = 354
+    domain_unavailable = 421
+    mailbox_unavailable = 450
+    error_processing = 451
+    insufficient_storage = 452
+    tls_not_available = 454
+    unrecognized_command = 500
+    unrecognized_parameters = 501
+    command_not_implemented = 502
+    bad_command_sequence = 503
+    parameter_not_implemented = 504
+    domain_does_not_accept_mail = 521
+    access_denied = 530
+    auth_failed = 535
+    mailbox_does_not_exist = 550
+    user_not_local = 551
+    storage_exceeded = 552
+    mailbox_name_invalid = 553
+    transaction_failed = 554
+    syntax_error = 555
 
 
 class SMTPResponse(NamedTuple):
