@@ -14,7 +14,7 @@ import enum
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -315,6 +315,12 @@ class SMTP:
         """Whether the server advertised ``extension`` in its last EHLO reply."""
         return self._extensions.supports(extension)
 
+    @property
+    def transport(self) -> asyncio.BaseTransport | None:
+        """The connection's asyncio transport (an SSL one after TLS), or None."""
+        transport = self._transport
+        return None if transport is None else transport.transport
+
     def get_transport_info(self, key: str) -> Any:
         """Information about the transport (``peername``, ``sslcontext``, ...).
 
@@ -331,7 +337,7 @@ class SMTP:
             self.close()
             raise SMTPProtocolError(f"Connection unusable after an earlier error: {error.message}")
         if transport is None or not self.is_connected:
-            raise SMTPServerDisconnected("Not connected to an SMTP server")
+            raise SMTPServerDisconnected("Server not connected (call connect() first)")
         return transport
 
     def _timeout(self, timeout: Timeout) -> float | None:
@@ -367,7 +373,7 @@ class SMTP:
                 del options[flag]
         self._config = self._config.replace(**options)
         if self.is_connected:
-            raise SMTPException("Already connected")
+            raise SMTPException("This client is already connected")
         self.close()
         config = self._config
         self._lock = None  # a new connection may live on another event loop
@@ -405,11 +411,19 @@ class SMTP:
                 # Required but not offered: say nothing more over plaintext.
                 self.close()
                 raise SMTPNotSupported("STARTTLS extension not supported by server.")
+        if config.oauth_token_generator is not None and config.username is None:
+            # Never go on without the login the caller asked for.
+            self.close()
+            raise SMTPException("XOAUTH2 needs a username: username is required")
         if config.username is not None and (
             config.password is not None or config.oauth_token_generator is not None
         ):
             await self._ehlo_or_helo_if_needed(timeout)
             if config.oauth_token_generator is not None:
+                if "XOAUTH2" not in self.server_auth_methods:
+                    # Checked before the token is fetched or anything is sent.
+                    self.close()
+                    raise SMTPNotSupported("The server does not support XOAUTH2 authentication")
                 token = await config.oauth_token_generator()
                 await self._authenticate(XOAuth2(config.username, token), timeout)
             else:
@@ -673,6 +687,7 @@ class SMTP:
         is discarded; EHLO is sent again before the next transaction.
 
         Raises:
+            SMTPException: the connection already uses TLS.
             SMTPNotSupported: the server does not offer STARTTLS.
             SMTPResponseException: the server refused STARTTLS.
             SMTPTLSError: the handshake failed.
@@ -687,17 +702,22 @@ class SMTP:
         )
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
+            if self._require_transport().encrypted:
+                raise SMTPException("Connection already using TLS")
             await self._ehlo_or_helo_if_needed(timeout_value)
             if not self.supports_extension("starttls"):
                 raise SMTPNotSupported("STARTTLS extension not supported by server.")
-            return await self._starttls(config, server_hostname, timeout_value)
+            response = await self._starttls(config, server_hostname, timeout_value)
+            # As aiosmtplib: the TLS options given here are the client's from now on.
+            self._config = config
+            return response
 
     async def _starttls(
         self, config: ConnectionConfig, server_hostname: str | None, timeout: float | None
     ) -> SMTPResponse:
         transport = self._require_transport()
         if transport.encrypted:
-            raise SMTPException("The connection is already using TLS")
+            raise SMTPException("Connection already using TLS")
         context = config.build_tls_context()
         reply = await self._exchange(Command.STARTTLS, b"STARTTLS\r\n", timeout)
         if reply.code != 220:
@@ -888,6 +908,32 @@ class SMTP:
             raise outcome
         return outcome
 
+    def sendmail_sync(self, *args: Any, **kwargs: Any) -> Outcome:
+        """Blocking :meth:`sendmail`: connect, send, QUIT on a new event loop (as aiosmtplib's).
+
+        For scripts; web apps want :mod:`smtp_backends.bridge` and a pool,
+        which keep connections open across calls.
+
+        Raises:
+            RuntimeError: called while an event loop runs in this thread.
+            SMTPException: as :meth:`connect` and :meth:`sendmail`.
+        """
+
+        async def connect_and_send() -> Outcome:
+            async with self:
+                return await self.sendmail(*args, **kwargs)
+
+        return _run_blocking("sendmail", connect_and_send)
+
+    def send_message_sync(self, *args: Any, **kwargs: Any) -> Outcome:
+        """Blocking :meth:`send_message`; as :meth:`sendmail_sync`."""
+
+        async def connect_and_send() -> Outcome:
+            async with self:
+                return await self.send_message(*args, **kwargs)
+
+        return _run_blocking("send_message", connect_and_send)
+
     async def send_messages(
         self,
         messages: Iterable[BatchItem],
@@ -948,6 +994,15 @@ class SMTP:
             )
 
         return prepare
+
+
+def _run_blocking(name: str, run: Callable[[], Coroutine[Any, Any, Outcome]]) -> Outcome:
+    """Run ``run()`` on a new event loop; refuse (before creating it) inside a running one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run())
+    raise RuntimeError(f"{name}_sync() cannot run inside a running event loop: await {name}()")
 
 
 async def send(

@@ -77,7 +77,9 @@ class ConnectionConfig:
         if self.tls_context is not None and (self.client_cert or self.client_key):
             raise ValueError("Either a TLS context or a client certificate/key, not both.")
         if self.password is not None and self.oauth_token_generator is not None:
-            raise ValueError("Either a password or an OAuth token generator, not both.")
+            raise ValueError(
+                "password and oauth_token_generator are mutually exclusive: give one, not both."
+            )
         if self.socket_path is not None and self.sock is not None:
             raise ValueError("The socket_path and sock options are not compatible.")
         if (self.socket_path is not None or self.sock is not None) and (

@@ -108,6 +108,9 @@ def extract_recipients(message: AnyMessage) -> list[str]:
     return recipients
 
 
+_NO_SMTPUTF8 = "An address needs SMTPUTF8, and SMTPUTF8 is not supported by the server"
+
+
 def needs_smtputf8(addresses: Iterable[str]) -> bool:
     """Whether any envelope address is non-ASCII (RFC 6531)."""
     return not all(address.isascii() for address in addresses)
@@ -302,7 +305,9 @@ def envelope_for_data(
         mail.append("SMTPUTF8")
         utf8 = True
     if utf8 and "smtputf8" not in offered:
-        raise SMTPNotSupported("An address needs SMTPUTF8, which the server does not support")
+        raise SMTPNotSupported(
+            "An address needs SMTPUTF8, and SMTPUTF8 is not supported by the server"
+        )
     if "BODY" not in keywords and "8bitmime" in offered and not content.isascii():
         mail.append("BODY=8BITMIME")
     if "SIZE" not in keywords and "size" in offered:
@@ -344,6 +349,8 @@ def envelope_for_message(
         raise ValueError("No recipient headers provided in message")
     utf8 = needs_smtputf8([sender, *recipients])
     if utf8 and not extensions.supports("smtputf8"):
-        raise SMTPNotSupported("An address needs SMTPUTF8, which the server does not support")
+        raise SMTPNotSupported(
+            "An address needs SMTPUTF8, and SMTPUTF8 is not supported by the server"
+        )
     data = flatten(message, utf8=utf8, eight_bit=extensions.supports("8bitmime"))
     return envelope_for_data(sender, recipients, data, mail_options, rcpt_options, extensions)

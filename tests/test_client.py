@@ -133,7 +133,7 @@ async def test_connect_keywords_override_constructor(smtpd: SMTPServer) -> None:
 
 async def test_connect_twice_raises(smtpd: SMTPServer) -> None:
     async with client_for(smtpd) as client:
-        with pytest.raises(smtp_backends.SMTPException, match="Already connected"):
+        with pytest.raises(smtp_backends.SMTPException, match="already connected"):
             await client.connect()
         assert client.is_connected
         assert smtpd.handler.connections == 1

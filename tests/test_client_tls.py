@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from smtp_backends import (
     SMTPAuthenticationError,
     SMTPCertificateError,
     SMTPConnectError,
+    SMTPException,
     SMTPInsecureAuthError,
     SMTPNotSupported,
     SMTPTLSError,
@@ -250,13 +252,14 @@ async def test_starttls_twice_refused(
     smtpd_starttls: SMTPServer, client_tls_context: ssl.SSLContext
 ) -> None:
     async with client_for(smtpd_starttls, tls_context=client_tls_context) as client:
-        # The EHLO over TLS no longer offers STARTTLS: refused locally, nothing sent.
-        with pytest.raises(SMTPNotSupported):
+        # Already encrypted: refused locally (as aiosmtplib), nothing sent.
+        with pytest.raises(SMTPException, match="already using TLS") as caught:
             await client.starttls()
+        assert not isinstance(caught.value, SMTPNotSupported)
         assert client.get_transport_info("ssl_object") is not None
         assert client.is_connected
     await wait_for_command(smtpd_starttls, "STARTTLS")
-    assert smtpd_starttls.handler.commands == ["EHLO", "STARTTLS", "EHLO", "QUIT"]
+    assert smtpd_starttls.handler.commands == ["EHLO", "STARTTLS", "QUIT"]
 
 
 # --------------------------------------------------------------------------- client certificates
@@ -713,3 +716,86 @@ def test_quit_over_tls_releases_socket_when_loop_closes(
         gc.collect()
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaked == []
+
+
+# --------------------------------------------------------------------------- aiosmtplib parity
+
+
+async def test_transport_is_the_asyncio_transport(
+    smtpd_starttls: SMTPServer, client_tls_context: ssl.SSLContext
+) -> None:
+    client = client_for(smtpd_starttls, tls_context=client_tls_context)
+    assert client.transport is None
+    async with client:
+        assert "SSL" in type(client.transport).__name__  # upgraded by STARTTLS
+        assert client.transport is not None and not client.transport.is_closing()
+    assert client.transport is None
+
+
+async def test_starttls_options_stay_with_the_client(
+    smtpd_starttls: SMTPServer, client_tls_context: ssl.SSLContext
+) -> None:
+    client = client_for(smtpd_starttls, start_tls=False)
+    async with client:
+        assert client.tls_context is None
+        await client.starttls(tls_context=client_tls_context)
+        assert client.tls_context is client_tls_context
+
+
+async def test_oauth_without_username_is_refused_before_any_auth(smtpd_auth: SMTPServer) -> None:
+    calls: list[int] = []
+
+    async def token() -> str:
+        calls.append(1)
+        return OAUTH_TOKEN
+
+    client = client_for(smtpd_auth, oauth_token_generator=token)
+    with pytest.raises(SMTPException, match="username is required"):
+        await client.connect()
+    assert calls == [] and not client.is_connected
+    assert smtpd_auth.handler.logins == []
+
+
+async def test_oauth_to_a_server_without_xoauth2_sends_no_token(smtpd: SMTPServer) -> None:
+    calls: list[int] = []
+
+    async def token() -> str:
+        calls.append(1)
+        return OAUTH_TOKEN
+
+    client = client_for(smtpd, username=USERNAME, oauth_token_generator=token)
+    with pytest.raises(SMTPNotSupported, match="does not support XOAUTH2"):
+        await client.connect()
+    assert calls == [] and not client.is_connected
+    assert "AUTH" not in smtpd.handler.commands
+
+
+def test_password_and_oauth_are_mutually_exclusive() -> None:
+    async def token() -> str:
+        return OAUTH_TOKEN
+
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        SMTP(username=USERNAME, password=PASSWORD, oauth_token_generator=token)
+
+
+def test_sync_methods_connect_send_and_quit(smtpd: SMTPServer) -> None:
+    """sendmail_sync / send_message_sync, as aiosmtplib's: a loop of their own each time."""
+    client = client_for(smtpd)
+    errors, reply = client.sendmail_sync("a@example.com", ["b@example.com"], RAW)
+    assert errors == {} and reply
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "c@example.com", "s"
+    message.set_content("body")
+    assert client.send_message_sync(message)[0] == {}
+    assert not client.is_connected
+    assert [m.rcpt_tos for m in smtpd.messages] == [["b@example.com"], ["c@example.com"]]
+    assert smtpd.handler.commands.count("QUIT") == 2
+
+
+async def test_sync_methods_refuse_a_running_loop(smtpd: SMTPServer) -> None:
+    client = client_for(smtpd)
+    with pytest.raises(RuntimeError, match="await sendmail"):
+        client.sendmail_sync("a@example.com", ["b@example.com"], RAW)
+    with pytest.raises(RuntimeError, match="await send_message"):
+        client.send_message_sync(EmailMessage())
+    assert smtpd.handler.connections == 0

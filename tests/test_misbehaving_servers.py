@@ -129,7 +129,7 @@ async def test_421_greeting_is_a_connect_response_error(
 ) -> None:
     # BUG ("early"): client.py _connect_steps reads the greeting through
     # _require_transport(), which refuses once the 421 has moved the connection to CLOSED:
-    # the caller gets SMTPServerDisconnected("Not connected to an SMTP server") and loses
+    # the caller gets SMTPServerDisconnected("Server not connected ...") and loses
     # the server's 421 and its text.
     scripted = make_scripted_server(
         [("sleep", 0.05), ("send", b"421 4.3.2 too busy\r\n"), ("close",)]

@@ -337,9 +337,9 @@ async def test_mail_refused_in_a_group_raises_sender_refused(
         )
     assert caught.value.code == 553
     assert caught.value.sender == SENDER
-    # No transaction was opened, so none is reset; no content went out for it.
+    # No content went out for it; the session is reset, as smtplib and aiosmtplib do.
     assert server.verbs == [
-        *[b"EHLO", b"MAIL", b"RCPT", b"RCPT", b"DATA"],
+        *[b"EHLO", b"MAIL", b"RCPT", b"RCPT", b"DATA", b"RSET"],
         *[b"MAIL", b"RCPT", b"DATA", b"<data>", b"QUIT"],
     ]
     assert server.data == [BODY]
@@ -386,7 +386,7 @@ async def test_lockstep_mail_refused_sends_no_rcpt(make_scripted_server: MakeSer
     async with client_for(scripted) as client:
         with pytest.raises(SMTPSenderRefused):
             await within(client.sendmail(SENDER, ["bob@example.com"], BODY))
-    assert server.verbs == [b"EHLO", b"MAIL", b"QUIT"]
+    assert server.verbs == [b"EHLO", b"MAIL", b"RSET", b"QUIT"]
     assert server.violations == []
 
 

@@ -225,7 +225,7 @@ ROWS = {
         R(550, "5.7.1 Sender rejected"),
         [R(503, "5.5.1 Need MAIL"), R(503, "5.5.1 Need MAIL")],
         R(503, "5.5.1 Need RCPT"),
-        AfterData.NOTHING,
+        AfterData.RSET,
         None,
         SMTPSenderRefused(550, "5.7.1 Sender rejected", SENDER),
     ),
@@ -234,7 +234,7 @@ ROWS = {
         R(451, "4.3.0 Try later"),
         [R(503, "Need MAIL")],
         R(503, "Need RCPT"),
-        AfterData.NOTHING,
+        AfterData.RSET,
         None,
         SMTPSenderRefused(451, "4.3.0 Try later", SENDER),
     ),
@@ -366,7 +366,7 @@ def test_lock_step_mail_refused_skips_everything() -> None:
     transaction = Transaction(Envelope(SENDER, [A], CONTENT))
     transaction.on_mail(R(550, "No"))
     assert transaction.done is True
-    assert transaction.skip_data() is AfterData.NOTHING
+    assert transaction.skip_data() is AfterData.RSET  # as smtplib and aiosmtplib
     assert _outcome_repr(transaction.outcome()) == _outcome_repr(
         SMTPSenderRefused(550, "No", SENDER)
     )
@@ -431,7 +431,7 @@ def test_first_error_wins_over_later_replies() -> None:
     transaction.fail(failure)
     transaction.on_mail(R(550, "No"))
     transaction.on_rcpt(R(550, "No"))
-    assert transaction.on_data(R(554, "No")) is AfterData.NOTHING
+    assert transaction.on_data(R(554, "No")) is AfterData.RSET
     transaction.on_end_of_data(R(250, "Ok"))
     assert transaction.outcome() is failure
     assert transaction.result is None

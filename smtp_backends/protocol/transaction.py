@@ -71,8 +71,10 @@ class AfterData(enum.Enum):
 
     CONTENT = "send the content and the terminating dot"
     EMPTY_DOT = "send a lone dot to close a DATA accepted for nobody (RFC 2920 3.1)"
-    RSET = "reset: the transaction was opened but cannot go on"
-    NOTHING = "nothing: no transaction is open on the server"
+    # After any failed transaction, even one whose MAIL was refused (nothing
+    # to undo, RFC 5321 4.1.1.5), as smtplib and aiosmtplib do: the next one
+    # starts from a known state whatever the server made of the failure.
+    RSET = "reset the session: the transaction failed"
 
 
 class Transaction:
@@ -138,11 +140,11 @@ class Transaction:
             return AfterData.CONTENT if self.error is None else AfterData.EMPTY_DOT
         if self.error is None:
             self.error = SMTPDataError(reply.code, reply.message)
-        return AfterData.RSET if self.mail_accepted else AfterData.NOTHING
+        return AfterData.RSET
 
     def skip_data(self) -> AfterData:
         """Lock-step: DATA will not be sent (the envelope already failed)."""
-        return AfterData.RSET if self.mail_accepted else AfterData.NOTHING
+        return AfterData.RSET
 
     def on_end_of_data(self, reply: SMTPResponse) -> None:
         """Judge the reply to the terminating dot."""
