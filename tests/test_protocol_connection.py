@@ -383,6 +383,15 @@ SCRIPTS: dict[str, tuple[list[Step], bool]] = {
         ],
         False,
     ),
+    "unsolicited-221-closes": (
+        [
+            *READY,
+            Recv(b"221 2.0.0 Bye\r\n", [(C.OTHER, R(221, "2.0.0 Bye"))]),
+            At(P.CLOSED),
+            *[_closed(c) for c in ALL_SENDABLE],
+        ],
+        False,
+    ),
     "421-to-a-command-closes": (
         [
             *READY,

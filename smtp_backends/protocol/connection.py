@@ -169,8 +169,9 @@ class ClientConnection:
             # RFC 3207 4.2 / CVE-2011-0411: nothing may follow the 220 before TLS.
             self._fail("Reply received after the STARTTLS reply, before the TLS handshake")
         if not self.pending:
-            if reply.code == 421:
-                # RFC 5321 3.8: a server may announce its shutdown at any time.
+            if reply.code in (421, 221):
+                # RFC 5321 3.8: a server may announce its shutdown at any time
+                # (421; some say goodbye with 221 instead): the session is over.
                 self._events.append((Command.OTHER, reply))
                 self.phase = Phase.CLOSED
                 return
