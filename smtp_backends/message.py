@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import SMTPNotSupported
 from .protocol.commands import envelope_address
-from .protocol.data import encode_content
+from .protocol.data import declared_size, encode_content
 from .protocol.extensions import Extensions
 from .protocol.transaction import Envelope
 
@@ -311,8 +311,7 @@ def envelope_for_data(
     if "BODY" not in keywords and "8bitmime" in offered and not content.isascii():
         mail.append("BODY=8BITMIME")
     if "SIZE" not in keywords and "size" in offered:
-        # RFC 1870: the size of the content as transmitted, CRLFs included.
-        mail.insert(0, f"SIZE={len(content)}")
+        mail.insert(0, f"SIZE={declared_size(content)}")
     return Envelope(sender, recipients, content, mail, list(rcpt_options or ()), utf8=utf8)
 
 

@@ -578,22 +578,18 @@ async def test_eight_bit_body_reencoded_without_8bitmime(
     assert received.message.get_content() == "Grüße aus Köln\n"
 
 
-def transmitted_size(content: bytes) -> int:
-    """Size of received (unstuffed, CRLF) content as it was on the wire: dots stuffed."""
-    lines = content.split(b"\r\n")
-    return len(content) + sum(1 for line in lines if line.startswith(b"."))
-
-
-async def test_size_parameter_equals_transmitted_size(server: SMTPServer) -> None:
+async def test_size_parameter_leaves_out_quoting_dots(server: SMTPServer) -> None:
+    """RFC 1870 4: SIZE counts the content with its CRLFs, "but not the SMTP DATA
+    command's terminating dot or doubled quoting dots": what the server stores."""
     message = make_message(body="first line\n.dot line\n..two dots\nlast\n")
     async with client_for(server) as client:
         await client.send_message(message)
         await client.sendmail("a@example.com", ["b@example.com"], b"Subject: s\n\n.\nbare\rcr\n")
     for received in server.messages:
         sizes = [o for o in received.mail_options if o.startswith("SIZE=")]
-        assert sizes == [f"SIZE={transmitted_size(received.original_content)}"]
-    wire = b"Subject: s\r\n\r\n..\r\nbare\r\ncr\r\n"
-    assert server.messages[1].mail_options == [f"SIZE={len(wire)}"]
+        assert sizes == [f"SIZE={len(received.original_content)}"]  # dot-stuffing undone
+    stored = b"Subject: s\r\n\r\n.\r\nbare\r\ncr\r\n"
+    assert server.messages[1].mail_options == [f"SIZE={len(stored)}"]
 
 
 async def test_no_size_parameter_when_not_offered(make_smtpd: Callable[..., SMTPServer]) -> None:

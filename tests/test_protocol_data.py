@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_backends.protocol.data import END_OF_DATA, encode_content, normalize_line_endings
+from smtp_backends.protocol.data import (
+    END_OF_DATA,
+    declared_size,
+    encode_content,
+    normalize_line_endings,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,6 +88,20 @@ def test_clean_content_is_not_copied() -> None:
     assert normalize_line_endings(data) is data
 
 
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        (b"", 0),
+        (b"a", 3),
+        (b".", 3),  # transmitted as "..\r\n": the quoting dot does not count
+        (b"From: a@example.com\nTo: b@example.com\n\nH\xc3\xa9llo\n.dot", 56),
+        (b"..\r\n.x\r\n", 8),
+    ],
+)
+def test_declared_size_leaves_out_quoting_dots(data: bytes, size: int) -> None:
+    assert declared_size(encode_content(data)) == size
+
+
 def test_end_of_data() -> None:
     assert END_OF_DATA == b".\r\n"
     assert encode_content(b"a\n.") + END_OF_DATA == b"a\r\n..\r\n.\r\n"
@@ -130,6 +149,9 @@ def test_encode_content_properties(data: bytes) -> None:
     assert out == b"".join(
         (b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines
     )
+
+    # RFC 1870: SIZE counts the lines with their CRLFs, not the doubled quoting dots.
+    assert declared_size(out) == sum(len(line) + 2 for line in lines)
 
     # No bare CR or LF.
     assert b"\r" not in out.replace(b"\r\n", b"")

@@ -51,7 +51,8 @@ async def test_captures_messages_from_our_client_with_pipelining() -> None:
     assert first.mail_from == "a@example.org"
     assert first.rcpt_tos == ["b@example.org"]
     assert first.data == b"Subject: 0\r\n\r\n.dot 0\r\n"  # dot-stuffing undone
-    assert first.mail_options == ["SIZE=23"]
+    assert first.mail_options == [f"SIZE={len(first.data)}"]  # RFC 1870: quoting dots left out
+    assert len(first.data) == 22
     assert first.parsed().get_content() == ".dot 0\r\n"
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ("END_OF_DATA", "encode_content", "normalize_line_endings")
+__all__ = ("END_OF_DATA", "declared_size", "encode_content", "normalize_line_endings")
 
 #: Ends the content of DATA.
 END_OF_DATA = b".\r\n"
@@ -37,8 +37,8 @@ def encode_content(data: bytes) -> bytes:
     """Prepare message bytes for transmission after DATA (without the terminator).
 
     The result has only CRLF line endings, dot-stuffed lines, and ends with
-    CRLF (unless the message is empty). Its length is the SIZE to declare
-    (RFC 1870 counts the message as transmitted, CRLFs included).
+    CRLF (unless the message is empty). :func:`declared_size` gives the SIZE
+    to declare for it.
     """
     data = normalize_line_endings(data)
     if data.startswith(b"."):
@@ -48,3 +48,13 @@ def encode_content(data: bytes) -> bytes:
     if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data
+
+
+def declared_size(content: bytes) -> int:
+    """The RFC 1870 SIZE of content from :func:`encode_content`.
+
+    RFC 1870 4: the octets transmitted after the 354, CRLFs included, "but not
+    the SMTP DATA command's terminating dot or doubled quoting dots". Every
+    line of encoded content that starts with a dot carries one such dot.
+    """
+    return len(content) - content.count(b"\n.") - content.startswith(b".")
