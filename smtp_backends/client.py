@@ -26,6 +26,7 @@ from .errors import (
     SMTPConnectTimeoutError,
     SMTPDataError,
     SMTPException,
+    SMTPGreetingLostError,
     SMTPHeloError,
     SMTPInsecureAuthError,
     SMTPNotSupported,
@@ -399,6 +400,10 @@ class SMTP:
             ) from None
         except SMTPProtocolError as exc:
             raise SMTPConnectResponseError(-1, f"Malformed greeting: {exc.message}") from None
+        except SMTPServerDisconnected as exc:
+            raise SMTPGreetingLostError(
+                f"The server closed the connection before its greeting ({exc})"
+            ) from None
         log_reply(greeting)
         if greeting.code != 220:
             raise SMTPConnectResponseError(greeting.code, greeting.message)

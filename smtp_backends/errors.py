@@ -20,6 +20,7 @@ __all__ = (
     "SMTPConnectTimeoutError",
     "SMTPDataError",
     "SMTPException",
+    "SMTPGreetingLostError",
     "SMTPHeloError",
     "SMTPInsecureAuthError",
     "SMTPNotSupported",
@@ -163,6 +164,14 @@ class SMTPConnectTimeoutError(SMTPTimeoutError, SMTPConnectError):
 
 class SMTPConnectResponseError(SMTPResponseException, SMTPConnectError):
     """The server's greeting was not 220 (or was malformed)."""
+
+
+class SMTPGreetingLostError(SMTPConnectError, SMTPServerDisconnected):
+    """The server closed the connection before its greeting.
+
+    A failed connect, as aiosmtplib reports it (:class:`SMTPConnectError`),
+    and a lost connection, as smtplib reports it (:class:`SMTPServerDisconnected`).
+    """
 
 
 class SMTPHeloError(SMTPResponseException, smtplib.SMTPHeloError):
