@@ -26,16 +26,18 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
+
+from integrations.requirements import missing
+from tests.servers import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -92,33 +94,14 @@ START_TIMEOUT = 30.0
 BROWSER_TIMEOUT_MS = 15_000
 
 
-def _on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _missing(reason: str) -> NoReturn:
-    """Fail under CI (the suite must run there), skip elsewhere, with ``reason``."""
-    if _on_ci():
-        pytest.fail(f"{reason} (CI is set: the browser suite must run)", pytrace=False)
-    pytest.skip(reason)
-
-
 def require_chromium() -> Path:
     """The Chromium executable; skips the test (fails it under CI) when it is missing."""
     if not os.access(CHROMIUM, os.X_OK):
-        _missing(
+        missing(
             f"{CHROMIUM} not found: install Debian's chromium package "
             "(scripts/test does: apt-get install chromium chromium-driver)"
         )
     return CHROMIUM
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def subprocess_env(**overrides: str) -> dict[str, str]:
@@ -275,7 +258,7 @@ def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("Playwright for Python is not installed (pip install -e '.[dev]')")
+        missing("Playwright for Python is not installed (pip install -e '.[dev]')")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(executable), args=list(CHROMIUM_ARGS), headless=True

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
-from tests.servers import RecordingHandler, SMTPServer, start_smtpd
+from tests.servers import RecordingHandler, SMTPServer, free_port, start_smtpd
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERY_APP = "integrations.celery_apps.celery_app"
@@ -45,14 +44,6 @@ def missing_requirements() -> str | None:
         except ImportError:
             return f"the Python package {module!r} is not installed (pip install -e '.[dev]')"
     return None
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ----------------------------------------------------------------------------- Redis

@@ -24,12 +24,11 @@ from typing import Any
 import pytest
 
 from integrations import celery_support as support
+from integrations.requirements import missing
 
 _missing = support.missing_requirements()
 if _missing is not None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the Celery integration suite cannot run: {_missing}", pytrace=False)
-    pytest.skip(_missing, allow_module_level=True)
+    missing(f"the Celery integration suite cannot run: {_missing}", module=True)
 
 from django.test import Client, override_settings  # noqa: E402
 

@@ -415,6 +415,25 @@ class SMTPQueue:
         task: the registered Celery task (takes one JSON payload).
         queue: the Celery queue messages go to by default (None: the app's routing).
         batch_size: most messages per task in :meth:`enqueue_many`.
+
+    Args:
+        app: your Celery app.
+        smtp: :class:`~smtp_backends.SMTPPool` keywords (``hostname``, ``port``,
+            ``start_tls``, ``username``, ``password``, ``max_connections``...),
+            or a callable ``(profile) -> SMTPPool`` called once per worker
+            process and profile.
+        name: the task name (one app may have several queues under other names).
+        batch_size: most messages per task in :meth:`enqueue_many`.
+        queue: the Celery queue to publish to (None: the app's routing).
+        max_retries: retries of transient failures before giving up.
+        retry_backoff: seconds before the first retry; doubled each time.
+        retry_backoff_max: the most seconds between retries.
+        retry_jitter: wait a random time between half and all of the backoff.
+        dedupe: where accepted messages are recorded: None for the broker's
+            Redis, a Redis URL, a :class:`DedupeStore`, or False for nowhere.
+        dedupe_ttl: seconds each record is kept (7 days).
+        on_failure: called with each final :class:`Failure` (in the worker).
+        task_options: more options for ``app.task`` (``rate_limit``...).
     """
 
     def __init__(
@@ -766,22 +785,7 @@ class SMTPQueue:
         return report.summary()
 
 
-def register(
-    app: Any,
-    *,
-    smtp: SMTPSettings,
-    name: str = DEFAULT_TASK_NAME,
-    batch_size: int = 100,
-    queue: str | None = None,
-    max_retries: int = 6,
-    retry_backoff: float = 5.0,
-    retry_backoff_max: float = 600.0,
-    retry_jitter: bool = True,
-    dedupe: str | DedupeStore | bool | None = None,
-    dedupe_ttl: int = 7 * 24 * 3600,
-    on_failure: Callable[[Failure], object] | None = None,
-    task_options: Mapping[str, Any] | None = None,
-) -> SMTPQueue:
+def register(app: Any, *, name: str = DEFAULT_TASK_NAME, **options: Any) -> SMTPQueue:
     """Register the sending task on ``app`` and return its :class:`SMTPQueue`.
 
     Call it where both the web processes and the workers import it (the
@@ -789,22 +793,8 @@ def register(
 
     Args:
         app: your Celery app.
-        smtp: :class:`~smtp_backends.SMTPPool` keywords (``hostname``, ``port``,
-            ``start_tls``, ``username``, ``password``, ``max_connections``...),
-            or a callable ``(profile) -> SMTPPool`` called once per worker
-            process and profile.
         name: the task name (one app may have several queues under other names).
-        batch_size: most messages per task in :meth:`SMTPQueue.enqueue_many`.
-        queue: the Celery queue to publish to (None: the app's routing).
-        max_retries: retries of transient failures before giving up.
-        retry_backoff: seconds before the first retry; doubled each time.
-        retry_backoff_max: the most seconds between retries.
-        retry_jitter: wait a random time between half and all of the backoff.
-        dedupe: where accepted messages are recorded: None for the broker's
-            Redis, a Redis URL, a :class:`DedupeStore`, or False for nowhere.
-        dedupe_ttl: seconds each record is kept (7 days).
-        on_failure: called with each final :class:`Failure` (in the worker).
-        task_options: more options for ``app.task`` (``rate_limit``...).
+        **options: the keywords of :class:`SMTPQueue` (``smtp`` is required).
 
     Raises:
         ValueError / TypeError: invalid options or SMTP settings; another
@@ -814,21 +804,7 @@ def register(
         queues = _registry.setdefault(app, {})
         if name in queues:
             raise ValueError(f"a queue named {name!r} is already registered on {app!r}")
-        queue_object = SMTPQueue(
-            app,
-            smtp=smtp,
-            name=name,
-            batch_size=batch_size,
-            queue=queue,
-            max_retries=max_retries,
-            retry_backoff=retry_backoff,
-            retry_backoff_max=retry_backoff_max,
-            retry_jitter=retry_jitter,
-            dedupe=dedupe,
-            dedupe_ttl=dedupe_ttl,
-            on_failure=on_failure,
-            task_options=task_options,
-        )
+        queue_object = SMTPQueue(app, name=name, **options)
         queues[name] = queue_object
     _connect_shutdown()
     return queue_object

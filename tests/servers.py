@@ -112,6 +112,13 @@ class AuthAttempt:
     connection_id: int
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (nothing listens: connecting is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class RecordingHandler:
     """aiosmtpd handler that records every message and can be told to refuse some.
 

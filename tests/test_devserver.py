@@ -32,6 +32,7 @@ from smtp_backends.devserver import INSTALL_HINT, DevServer, Mailbox, StoredMess
 from smtp_backends.devserver.smtp import SMTPThread
 from smtp_backends.devserver.templates import human_size, linkify
 from smtp_backends.devserver.web import HTML_BODY_CSP
+from tests.servers import free_port
 
 SENDER = "sender@example.org"
 
@@ -796,7 +797,7 @@ def test_busy_ports_fail_start_cleanly() -> None:
     with DevServer(smtp_port=0, http_port=0) as first:
         with pytest.raises(OSError):
             DevServer(smtp_port=first.smtp_port, http_port=0).start()
-        smtp_port = _free_port()
+        smtp_port = free_port()
         second = DevServer(smtp_port=smtp_port, http_port=first.http_port)
         with pytest.raises(OSError):
             second.start()
@@ -807,12 +808,6 @@ def test_busy_ports_fail_start_cleanly() -> None:
 
 
 # --------------------------------------------------------------------------- the command line
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_cli_subprocess_prints_ports_and_messages_and_stops_on_sigterm() -> None:
@@ -857,7 +852,7 @@ def _drive_the_cli(process: subprocess.Popen[str]) -> None:
 
 
 def test_cli_in_process_stops_on_sigint(capsys: pytest.CaptureFixture[str]) -> None:
-    smtp_port, http_port = _free_port(), _free_port()
+    smtp_port, http_port = free_port(), free_port()
     failures: list[BaseException] = []
 
     def client() -> None:

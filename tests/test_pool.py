@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -33,7 +32,14 @@ from smtp_backends import (
 )
 from smtp_backends.pool_planner import EntryState
 from tests.scripted import CLOSE, Action, GroupServer, Item, then_close
-from tests.servers import PASSWORD, USERNAME, RecordingHandler, ScriptedServer, SMTPServer
+from tests.servers import (
+    PASSWORD,
+    USERNAME,
+    RecordingHandler,
+    ScriptedServer,
+    SMTPServer,
+    free_port,
+)
 
 TIMEOUT = 5.0
 
@@ -123,13 +129,6 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> boo
             return False
         await asyncio.sleep(0.005)
     return True
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (connecting to it is refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def per_connection(
