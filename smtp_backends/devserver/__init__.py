@@ -9,7 +9,14 @@ Point an application's SMTP settings at it and look at what it sent::
         [message] = server.wait_for(1)
         print(message.subject, server.inbox_url)
 
-or from a shell: ``python -m smtp_backends devserver`` (see :mod:`smtp_backends.cli`).
+or from a shell: ``python -m smtp_backends devserver`` (options:
+:mod:`smtp_backends.devserver.command`; the JSON API: ``API.md`` next to this module).
+
+Beyond keeping mail, it searches (:mod:`.search`), groups messages by plus-address
+tag for per-test isolation, pushes changes to the browser (:mod:`.events`), checks a
+message's links (:mod:`.linkcheck`), releases a message to a real SMTP server for
+allowed recipients only (:mod:`.release`), and can misbehave by rule so that
+applications can test their retries (:mod:`.chaos`).
 
 The SMTP side is aiosmtpd (the ``devserver`` extra: ``pip install
 'smtp_backends[devserver]'``), imported only when a server starts; the web inbox uses
@@ -20,17 +27,43 @@ keeps everything in memory; it is meant for loopback, not for the internet.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .store import DEFAULT_MAX_MESSAGES, Attachment, Mailbox, StoredMessage
+from .chaos import Chaos, ChaosRule
+from .guard import HostPolicy
+from .linkcheck import LinkCheckConfig, LinkChecker, LinkResult
+from .release import ReleaseConfig, Releaser, ReleaseResult
+from .search import Query
+from .store import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_MESSAGES,
+    Attachment,
+    Mailbox,
+    MessageTooLarge,
+    StoredMessage,
+)
 from .web import InboxServer
 
 if TYPE_CHECKING:
     from .smtp import SMTPThread
 
-__all__ = ("INSTALL_HINT", "Attachment", "DevServer", "Mailbox", "StoredMessage")
+__all__ = (
+    "INSTALL_HINT",
+    "Attachment",
+    "Chaos",
+    "ChaosRule",
+    "DevServer",
+    "LinkCheckConfig",
+    "LinkResult",
+    "Mailbox",
+    "MessageTooLarge",
+    "Query",
+    "ReleaseConfig",
+    "ReleaseResult",
+    "StoredMessage",
+)
 
 #: How to install what the SMTP side needs.
 INSTALL_HINT = "pip install 'smtp_backends[devserver]'"
@@ -55,15 +88,24 @@ class DevServer:
         smtp_port: SMTP port; 0 picks a free one (see :attr:`smtp_port` after start).
         http_port: web inbox port; 0 picks a free one (see :attr:`http_port`).
         max_messages: keep at most this many messages; the oldest is dropped.
+        max_bytes: keep at most this many bytes of messages (as received); the
+            oldest are dropped, and a larger message is refused with 552.
         accept_any_auth: offer AUTH PLAIN and LOGIN without TLS and accept any
             credentials, so applications configured with a user name can send.
         data_size_limit: largest message accepted, in bytes (32 MiB).
         on_message: called with each stored message, on the SMTP server's thread.
         verbose: log every HTTP request to stderr.
         refresh: make the inbox page reload itself every this many seconds.
+        allowed_hosts: host names the web inbox answers besides loopback names and
+            ``host`` (``*``: any). Requests naming another host get 403 (DNS rebinding).
+        chaos: rules the SMTP side answers by (see :mod:`.chaos`); also settable
+            through ``PUT /api/chaos`` and :attr:`chaos`.
+        release: the relay and allow-list for releasing messages (None: off).
+        link_check: how far the link check may fetch (default: loopback only).
 
     Raises:
-        ValueError: a port outside 0-65535, or ``max_messages`` below 1.
+        ValueError: a port outside 0-65535, ``max_messages`` or ``max_bytes`` below
+            1, or a name in ``allowed_hosts`` that is not a host name.
     """
 
     def __init__(
@@ -78,11 +120,23 @@ class DevServer:
         on_message: Callable[[StoredMessage], None] | None = None,
         verbose: bool = False,
         refresh: float | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allowed_hosts: Iterable[str] = (),
+        chaos: Chaos | Iterable[ChaosRule] | None = None,
+        release: ReleaseConfig | None = None,
+        link_check: LinkCheckConfig | None = None,
     ) -> None:
         _check_port("smtp_port", smtp_port)
         _check_port("http_port", http_port)
         self.host = host
-        self.mailbox = Mailbox(max_messages)
+        self.mailbox = Mailbox(max_messages, max_bytes)
+        self.allowed_hosts = tuple(allowed_hosts)
+        # Checked now rather than at start(): a typo is a constructor error.
+        HostPolicy(host, self.allowed_hosts)
+        #: The chaos rules in force (empty: normal answers); change them at any time.
+        self.chaos = chaos if isinstance(chaos, Chaos) else Chaos(chaos or ())
+        self.releaser = Releaser(release) if release is not None else None
+        self.link_checker = LinkChecker(link_check)
         self.accept_any_auth = accept_any_auth
         self.data_size_limit = data_size_limit
         self.on_message = on_message
@@ -121,17 +175,62 @@ class DevServer:
         """A snapshot of the stored messages, oldest first."""
         return self.mailbox.messages()
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[StoredMessage]:
+    def wait_for(
+        self,
+        count: int,
+        timeout: float = 10.0,
+        *,
+        query: str | Query | None = None,
+        tag: str | None = None,
+    ) -> list[StoredMessage]:
         """Block until at least ``count`` messages are stored; returns them, oldest first.
+
+        Args:
+            count: how many.
+            timeout: seconds to wait.
+            query: count only messages matching this search (see :mod:`.search`).
+            tag: count only messages with this plus-address tag: a test that sends to
+                ``user+<test id>@...`` waits for its own mail only.
 
         Raises:
             TimeoutError: fewer than ``count`` messages after ``timeout`` seconds.
         """
-        return self.mailbox.wait_for(count, timeout)
+        return self.mailbox.wait_for(count, timeout, query=query, tag=tag)
 
-    def clear(self) -> None:
-        """Forget every stored message (new ones keep counting ids up)."""
-        self.mailbox.clear()
+    def search(self, query: str | Query = "", *, tag: str | None = None) -> list[StoredMessage]:
+        """The stored messages matching ``query`` (and ``tag``), oldest first."""
+        return self.mailbox.messages(query or None, tag=tag)
+
+    def clear(self, query: str | Query | None = None, *, tag: str | None = None) -> None:
+        """Forget every stored message, or those matching ``query`` / ``tag``.
+
+        New messages keep counting ids up.
+        """
+        self.mailbox.clear(query, tag=tag)
+
+    def release(
+        self, message: StoredMessage | int, to: Iterable[str] | None = None
+    ) -> ReleaseResult:
+        """Send a stored message (or its id) to the relay, to ``to`` or its own recipients.
+
+        Raises:
+            RuntimeError: release is not configured.
+            LookupError: no stored message has this id.
+            ReleaseRefused: a recipient is not on the allow-list (nothing sent).
+            ReleaseFailed: the relay refused or could not be reached.
+        """
+        if self.releaser is None:
+            raise RuntimeError("release is not configured: pass release=ReleaseConfig(...)")
+        if isinstance(message, int):
+            found = self.mailbox.get(message)
+            if found is None:
+                raise LookupError(f"no stored message #{message}")
+            message = found
+        return self.releaser.release(message, to)
+
+    def check_links(self, message: StoredMessage) -> list[LinkResult]:
+        """Check every link of ``message`` (bounded as ``link_check`` says)."""
+        return self.link_checker.check_message(message)
 
     def start(self) -> None:
         """Start the SMTP server and the web inbox; returns once both listen.
@@ -154,8 +253,10 @@ class DevServer:
             self.host,
             self._smtp_port,
             accept_any_auth=self.accept_any_auth,
-            data_size_limit=self.data_size_limit,
+            # SIZE (RFC 1870) advertises what the byte cap can hold, too.
+            data_size_limit=min(self.data_size_limit, self.mailbox.max_bytes),
             on_message=self.on_message,
+            chaos=self.chaos,
         )
         smtp.start()
         try:
@@ -164,6 +265,10 @@ class DevServer:
                 self.mailbox,
                 verbose=self.verbose,
                 refresh=self.refresh,
+                allowed_hosts=self.allowed_hosts,
+                chaos=self.chaos,
+                link_checker=self.link_checker,
+                releaser=self.releaser,
             )
         except BaseException:
             # Do not leave the SMTP side running behind a failed start.

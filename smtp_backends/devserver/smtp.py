@@ -1,7 +1,8 @@
 """The development server's SMTP side: aiosmtpd on an event loop in a thread of its own.
 
 This is the only module that imports aiosmtpd (an optional extra), so the rest of
-``smtp_backends`` and the mailbox work without it.
+``smtp_backends`` and the mailbox work without it. It also applies the chaos rules
+(:mod:`smtp_backends.devserver.chaos`) at each stage of a session.
 
 aiosmtpd's own ``Controller`` cannot report the port it bound when asked for port 0,
 so :class:`SMTPThread` binds with :meth:`asyncio.AbstractEventLoop.create_server`
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP as SMTPProtocol
+from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 from aiosmtpd.smtp import AuthResult
 
-from .store import Mailbox, StoredMessage
+from .chaos import Chaos
+from .store import Mailbox, MessageTooLarge, StoredMessage
 
 __all__ = ("DEFAULT_DATA_SIZE_LIMIT", "SMTPThread")
 
@@ -49,19 +52,106 @@ if _drop_login_data_warning not in _aiosmtpd_log.filters:
     _aiosmtpd_log.addFilter(_drop_login_data_warning)
 
 
+# The address of "MAIL FROM:<a@b> SIZE=1" or "RCPT TO:<a@b>", for chaos patterns only
+# (aiosmtpd parses and checks the command itself afterwards).
+_PATH = re.compile(r"^\s*(?:FROM|TO)\s*:\s*<?([^<>\s]*)>?", re.IGNORECASE)
+
+
+def _path(arg: str | None) -> str:
+    matched = _PATH.match(arg or "")
+    return matched.group(1) if matched else ""
+
+
 def _accept_any(*_args: Any) -> AuthResult:
     """An aiosmtpd authenticator that accepts every user name and password."""
     return AuthResult(success=True)
 
 
+class SMTPProtocol(AiosmtpdSMTP):
+    """aiosmtpd's SMTP session with the chaos rules applied before each command."""
+
+    def __init__(self, handler: Any, *, chaos: Chaos, **options: Any) -> None:
+        super().__init__(handler, **options)
+        self._chaos = chaos
+        self._drop_before_reply = False
+
+    async def _apply_chaos(self, stage: str, subjects: Sequence[str]) -> bool:
+        """Delay, answer and/or drop by rule; True when the command must not run."""
+        if not self._chaos:
+            return False
+        decision = self._chaos.decide(stage, subjects)
+        if decision is None:
+            return False
+        if decision.delay:
+            await asyncio.sleep(decision.delay)
+        if decision.reply is None and not decision.drop:
+            return False  # a delay only: the command runs as usual
+        if decision.reply is not None:
+            await self.push(decision.reply)
+        if decision.drop and self.transport is not None:
+            self.transport.close()
+        return True
+
+    def drop_before_reply(self) -> None:
+        """Close the connection instead of sending the next reply (a drop after the dot)."""
+        self._drop_before_reply = True
+
+    async def push(self, status: AnyStr) -> None:
+        """Send a reply, unless a drop was asked for: then close the connection instead."""
+        if self._drop_before_reply:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super().push(status)
+
+    async def _handle_client(self) -> None:
+        # The greeting is sent by aiosmtpd's private _handle_client; a connect rule
+        # answers (421) or drops before it.
+        if await self._apply_chaos("connect", ()):
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        """EHLO, after the ``ehlo`` chaos rules."""
+        if not await self._apply_chaos("ehlo", (hostname or "",)):
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        """HELO, after the ``ehlo`` chaos rules."""
+        if not await self._apply_chaos("ehlo", (hostname or "",)):
+            await super().smtp_HELO(hostname)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """MAIL, after the ``mail`` chaos rules (matched on the sender)."""
+        if not await self._apply_chaos("mail", (_path(arg),)):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """RCPT, after the ``rcpt`` chaos rules (matched on the recipient)."""
+        if not await self._apply_chaos("rcpt", (_path(arg),)):
+            await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA, after the ``data`` chaos rules (matched on every recipient)."""
+        recipients = tuple(self.envelope.rcpt_tos) if self.envelope is not None else ()
+        if not await self._apply_chaos("data", recipients):
+            await super().smtp_DATA(arg)
+
+
 class _Handler:
-    """aiosmtpd hooks: advertise PIPELINING and store every message."""
+    """aiosmtpd hooks: advertise PIPELINING, apply ``dot`` chaos rules, store messages."""
 
     def __init__(
-        self, mailbox: Mailbox, on_message: Callable[[StoredMessage], None] | None
+        self,
+        mailbox: Mailbox,
+        on_message: Callable[[StoredMessage], None] | None,
+        chaos: Chaos,
     ) -> None:
         self._mailbox = mailbox
         self._on_message = on_message
+        self._chaos = chaos
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -75,10 +165,33 @@ class _Handler:
         session.host_name = hostname
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        """Store the message; any sender and any recipients are accepted."""
+    async def handle_DATA(self, server: SMTPProtocol, session: Any, envelope: Any) -> str:
+        """Store the message; any sender and any recipients are accepted.
+
+        A message larger than the mailbox's whole byte cap is refused with 552
+        (RFC 5321 4.5.3.1.10: exceeded storage allocation).
+        """
+        decision = self._chaos.decide("dot", envelope.rcpt_tos) if self._chaos else None
+        if decision is not None and decision.delay:
+            await asyncio.sleep(decision.delay)
+        if decision is not None and decision.reply is not None:
+            # Refused after the data: nothing is stored, as a real server would not.
+            if decision.drop:
+                # The reply goes out, then the connection closes (a 421, or drop=true).
+                await server.push(decision.reply)
+                server.drop_before_reply()
+            return decision.reply
         raw = envelope.original_content or envelope.content or b""
-        message = self._mailbox.add(envelope.mail_from or "", envelope.rcpt_tos, bytes(raw))
+        try:
+            message = self._mailbox.add(envelope.mail_from or "", envelope.rcpt_tos, bytes(raw))
+        except MessageTooLarge:
+            return (
+                f"552 5.3.4 Message too big for the inbox (it keeps at most "
+                f"{self._mailbox.max_bytes} bytes)"
+            )
+        if decision is not None and decision.drop:
+            # Stored, but the client never hears so: the outcome it must call unknown.
+            server.drop_before_reply()
         if self._on_message is not None:
             try:
                 self._on_message(message)
@@ -99,6 +212,7 @@ class SMTPThread:
             credentials (so applications configured with a user name work).
         data_size_limit: largest message accepted, in bytes.
         on_message: called on the server thread with each stored message.
+        chaos: the chaos rules to apply (none by default).
     """
 
     def __init__(
@@ -110,10 +224,12 @@ class SMTPThread:
         accept_any_auth: bool = True,
         data_size_limit: int = DEFAULT_DATA_SIZE_LIMIT,
         on_message: Callable[[StoredMessage], None] | None = None,
+        chaos: Chaos | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self._handler = _Handler(mailbox, on_message)
+        self.chaos = chaos if chaos is not None else Chaos()
+        self._handler = _Handler(mailbox, on_message, self.chaos)
         self._accept_any_auth = accept_any_auth
         self._data_size_limit = data_size_limit
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,6 +246,7 @@ class SMTPThread:
             options = {"auth_require_tls": False, "authenticator": _accept_any}
         session = SMTPProtocol(
             self._handler,
+            chaos=self.chaos,
             hostname=_SERVER_NAME,
             data_size_limit=self._data_size_limit,
             enable_SMTPUTF8=True,

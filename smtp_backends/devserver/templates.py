@@ -10,11 +10,29 @@ The element ids and classes are a public interface: browser tests select on them
 from __future__ import annotations
 
 import re
+import urllib.parse
+from collections.abc import Sequence
 from html import escape
+from typing import TYPE_CHECKING
 
-from .store import StoredMessage
+from .message import StoredMessage
 
-__all__ = ("TITLE", "human_size", "inbox_page", "linkify", "message_page", "not_found_page")
+if TYPE_CHECKING:
+    from .linkcheck import LinkResult
+
+__all__ = (
+    "TITLE",
+    "URL_PATTERN",
+    "human_size",
+    "inbox_page",
+    "link_check_page",
+    "linkify",
+    "live_page",
+    "message_page",
+    "not_found_page",
+    "release_page",
+    "stamp",
+)
 
 #: The inbox page's <title>.
 TITLE = "smtp_backends inbox"
@@ -39,11 +57,17 @@ iframe { width: 100%; height: 32rem; border: 1px solid #d0d7de; background: #fff
 .muted { color: #59636e; }
 button { font: inherit; padding: .25rem .8rem; cursor: pointer; }
 details summary { cursor: pointer; margin: 1rem 0 0; }
+input[type=search], input[type=text] { font: inherit; padding: .2rem .4rem; min-width: 18rem; }
+.tag { background: #ddf4ff; border-radius: 1rem; padding: 0 .5rem; margin-right: .25rem;
+       text-decoration: none; white-space: nowrap; }
+.ok { color: #1a7f37; } .broken { color: #cf222e; }
+.actions { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0; }
+.actions form { display: flex; gap: .5rem; align-items: center; }
 """
 
 # An http(s) URL in plain text: it ends on a character that is not sentence
 # punctuation, so "see https://x.org/a." does not swallow the full stop.
-_URL = re.compile(r"https?://[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}]")
+URL_PATTERN = re.compile(r"https?://[^\s<>\"'`]*[^\s<>\"'`.,;:!?)\]}]")
 
 
 def _e(value: object) -> str:
@@ -66,7 +90,7 @@ def linkify(text: str) -> str:
     """Escape plain text for HTML and turn the http(s) URLs in it into links."""
     pieces: list[str] = []
     position = 0
-    for match in _URL.finditer(text):
+    for match in URL_PATTERN.finditer(text):
         url = match.group(0)
         pieces.append(_e(text[position : match.start()]))
         pieces.append(f'<a href="{_e(url)}">{_e(url)}</a>')
@@ -88,28 +112,56 @@ def _page(title: str, body: str, *, refresh: float | None = None) -> str:
     )
 
 
+def stamp(message: StoredMessage) -> str:
+    """When the message arrived, for people: ``2026-01-31 12:00:00 UTC``."""
+    return message.received_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _received(message: StoredMessage) -> str:
-    stamp = message.received_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f'<time datetime="{_e(message.received_at.isoformat())}">{_e(stamp)}</time>'
+    return f'<time datetime="{_e(message.received_at.isoformat())}">{_e(stamp(message))}</time>'
+
+
+def _tags(message: StoredMessage) -> str:
+    return "".join(
+        f'<a class="tag" href="/?q={_e(urllib.parse.quote("tag:" + tag, safe=":"))}">{_e(tag)}</a>'
+        for tag in message.tags
+    )
 
 
 def _subject_or_placeholder(message: StoredMessage) -> str:
     return _e(message.subject) if message.subject else '<span class="muted">(no subject)</span>'
 
 
-def inbox_page(messages: list[StoredMessage], *, refresh: float | None = None) -> str:
-    """The inbox: one table row per message, newest first.
+def inbox_page(
+    messages: list[StoredMessage],
+    *,
+    refresh: float | None = None,
+    query: str = "",
+    version: int | None = None,
+) -> str:
+    """The inbox: one table row per message, newest first, with a search box.
 
     Args:
-        messages: the stored messages, oldest first (as the mailbox keeps them).
+        messages: the messages to list, oldest first (as the mailbox keeps them).
         refresh: reload the page every this many seconds (None: never).
+        query: the search the list is the result of ('' for none).
+        version: the mailbox version the list shows; when given, a hidden frame
+            keeps the list up to date with server-sent events from that version on.
     """
+    clear_filter = f'<input type="hidden" name="q" value="{_e(query)}">' if query else ""
+    matching = " matching" if query else ""
     parts = [
         "<h1>Inbox</h1>",
         '<div class="bar">'
-        f'<span><span id="message-count">{len(messages)}</span> message(s)</span>'
-        '<form method="post" action="/clear"><button id="clear">Clear</button></form>'
-        '<a href="/api/messages">JSON</a>'
+        f'<span><span id="message-count">{len(messages)}</span> message(s){matching}</span>'
+        f'<form method="post" action="/clear">{clear_filter}<button id="clear">Clear</button>'
+        "</form>"
+        '<form id="search" method="get" action="/" role="search">'
+        f'<input type="search" id="q" name="q" value="{_e(query)}" '
+        'placeholder="subject:, from:, to:, text:, tag:" aria-label="Search">'
+        '<button id="search-button">Search</button></form>'
+        + ('<a id="all" href="/">All messages</a>' if query else "")
+        + '<a href="/api/messages">JSON</a>'
         "</div>",
     ]
     if not messages:
@@ -122,18 +174,50 @@ def inbox_page(messages: list[StoredMessage], *, refresh: float | None = None) -
             f'<td class="from">{_e(message.from_)}</td>'
             f'<td class="to">{_e(", ".join(message.envelope_to))}</td>'
             f'<td class="date">{_received(message)}</td>'
+            f'<td class="tags">{_tags(message)}</td>'
             "</tr>"
             for message in reversed(messages)
         ]
         parts.append(
             '<table id="messages">\n<thead><tr><th>Subject</th><th>From</th><th>To</th>'
-            "<th>Received</th></tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+            "<th>Received</th><th>Tags</th></tr></thead>\n<tbody>\n"
+            + "\n".join(rows)
+            + "\n</tbody>\n</table>"
+        )
+    if version is not None:
+        live = urllib.parse.urlencode({"since": version, **({"q": query} if query else {})})
+        # The page itself runs no script (see web.py); the frame's script updates it.
+        parts.append(
+            f'<iframe id="live" src="/live?{_e(live)}" hidden title="Live updates"></iframe>'
         )
     return _page(TITLE, "\n".join(parts), refresh=refresh)
 
 
-def message_page(message: StoredMessage) -> str:
-    """One message: its addresses, headers, bodies and attachments."""
+def _actions(message: StoredMessage, *, release: bool) -> str:
+    """The link check button, and the release form when a relay is configured."""
+    base = f"/messages/{message.id}"
+    forms = [
+        f'<form method="post" action="{base}/link-check">'
+        '<button id="link-check">Check links</button></form>'
+    ]
+    if release:
+        recipients = ", ".join(message.envelope_to)
+        forms.append(
+            f'<form id="release-form" method="post" action="{base}/release">'
+            '<label for="release-to">Release to</label>'
+            f'<input type="text" id="release-to" name="to" value="{_e(recipients)}">'
+            '<button id="release">Release</button></form>'
+        )
+    return f'<div class="actions">{"".join(forms)}</div>'
+
+
+def message_page(message: StoredMessage, *, release: bool = False) -> str:
+    """One message: its addresses, headers, bodies and attachments.
+
+    Args:
+        message: the message.
+        release: show the release form (a relay is configured).
+    """
     base = f"/messages/{message.id}"
     fields = [
         ("From", "from", _e(message.from_)),
@@ -144,6 +228,7 @@ def message_page(message: StoredMessage) -> str:
         ("Date", "date", _e(message.date) if message.date else _received(message)),
         ("Received", "received", _received(message)),
         ("Message-ID", "message-id", _e(message.message_id)),
+        ("Tags", "tags", _tags(message)),
     ]
     parts = [
         '<div class="bar"><a id="back" href="/">&larr; Inbox</a>'
@@ -152,6 +237,7 @@ def message_page(message: StoredMessage) -> str:
         "<dl>"
         + "".join(f'<dt>{label}</dt><dd id="{name}">{value}</dd>' for label, name, value in fields)
         + "</dl>",
+        _actions(message, release=release),
     ]
     if message.attachments:
         items = "".join(
@@ -186,4 +272,59 @@ def not_found_page(detail: str) -> str:
     return _page(
         f"{detail} - {TITLE}",
         f'<h1>{_e(detail)}</h1>\n<p><a id="back" href="/">Back to the inbox</a></p>',
+    )
+
+
+def _message_header(message: StoredMessage) -> str:
+    return (
+        f'<div class="bar"><a id="back" href="/messages/{message.id}">&larr; Message</a>'
+        '<a href="/">Inbox</a></div>'
+    )
+
+
+def link_check_page(message: StoredMessage, results: Sequence[LinkResult]) -> str:
+    """The link check of one message: each link with its status."""
+    rows = []
+    for result in results:
+        if not result.checked:
+            verdict = '<span class="muted">not checked</span>'
+        elif result.ok:
+            verdict = f'<span class="ok">{result.status}</span>'
+        else:
+            verdict = f'<span class="broken">{_e(result.error or "broken")}</span>'
+        detail = _e(result.error) if result.error and result.checked is False else ""
+        rows.append(
+            f'<tr class="link"><td class="url">{_e(result.url)}</td>'
+            f'<td class="status">{verdict}</td><td class="detail">{detail}</td></tr>'
+        )
+    broken = sum(1 for result in results if result.checked and not result.ok)
+    body = [
+        _message_header(message),
+        f"<h1>Links of {_subject_or_placeholder(message)}</h1>",
+        f'<p id="link-summary">{len(results)} link(s), {broken} broken</p>',
+    ]
+    if rows:
+        body.append(
+            '<table id="links"><thead><tr><th>Link</th><th>Status</th><th>Note</th></tr>'
+            "</thead><tbody>" + "".join(rows) + "</tbody></table>"
+        )
+    return _page(f"Links - {TITLE}", "\n".join(body))
+
+
+def release_page(message: StoredMessage, outcome: str, *, ok: bool) -> str:
+    """What became of a release: ``outcome`` in green when ``ok``, else in red."""
+    css = "ok" if ok else "broken"
+    return _page(
+        f"Release - {TITLE}",
+        _message_header(message) + f"\n<h1>Release of {_subject_or_placeholder(message)}</h1>\n"
+        f'<p id="release-result" class="{css}">{_e(outcome)}</p>',
+    )
+
+
+def live_page(script: str) -> str:
+    """The hidden frame of the inbox page that runs the live-update ``script`` (a path)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>Live updates - {TITLE}</title>\n"
+        f'<script src="{_e(script)}"></script>\n</head>\n<body></body>\n</html>\n'
     )

@@ -1,234 +1,112 @@
 """The web inbox: a small HTTP server (standard library only) over a :class:`Mailbox`.
 
-Routes (anything else is 404; a known path with another method is 405):
+Routes (anything else is 404; a known path with another method is 405). The JSON API
+is documented in ``API.md`` next to this module.
 
-=========================================  ======  =====================================
-``/``                                      GET     the inbox page
-``/clear``                                 POST    forget every message, 303 to ``/``
-``/messages/ID``                           GET     one message
-``/messages/ID/html``                      GET     its HTML body, under a strict CSP
-``/messages/ID/raw``                       GET     the message as received
-``/messages/ID/attachments/N``             GET     attachment N (from 0), as a download
-``/api/messages``                          GET     every message as JSON, oldest first
-``/api/messages``                          DELETE  forget every message (204)
-``/api/messages/ID``                       GET     one message as JSON
-=========================================  ======  =====================================
+========================================  ======  =======================================
+``/``                                     GET     the inbox page (``?q=`` searches)
+``/clear``                                POST    forget every message (or those matching
+                                                  the form's ``q``), 303 to ``/``
+``/live``                                 GET     the inbox page's hidden live-update frame
+``/static/live.js``                       GET     its script
+``/messages/ID``                          GET     one message
+``/messages/ID/html``                     GET     its HTML body, under a strict CSP
+``/messages/ID/raw``                      GET     the message as received
+``/messages/ID/attachments/N``            GET     attachment N (from 0), as a download
+``/messages/ID/link-check``               POST    check its links, show the results
+``/messages/ID/release``                  POST    send it to the relay (form field ``to``)
+``/api/messages``                         GET     messages as JSON (``q``, ``tag``, ``wait``)
+``/api/messages``                         DELETE  forget messages (all, ``q``, ``tag``, ``id``)
+``/api/messages/ID``                      GET     one message as JSON
+``/api/messages/ID/link-check``           POST    check its links (JSON)
+``/api/messages/ID/release``              POST    send it to the relay (JSON)
+``/api/events``                           GET     server-sent events of every change
+``/api/tags``                             GET     plus-address tags and their counts
+``/api/info``                             GET     limits, counts and features
+``/api/chaos``                            GET     chaos rules, seed and counts
+``/api/chaos``                            PUT     replace the chaos rules
+``/api/chaos``                            DELETE  remove every chaos rule
+========================================  ======  =======================================
+
+Every request must name a known host (:class:`~.guard.HostPolicy`, against DNS
+rebinding), and every request that changes something must not come from another site
+(:func:`~.guard.cross_site_reason`); both are refused with 403.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import socketserver
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from . import templates
-from .store import Mailbox, StoredMessage
+from . import api, events, pages
+from .chaos import Chaos
+from .guard import HostPolicy, cross_site_reason
+from .linkcheck import LinkChecker
+from .release import Releaser
+from .responses import (
+    HTML_BODY_CSP,
+    BadRequest,
+    EventStream,
+    Request,
+    Response,
+    Route,
+    json_error,
+    not_found,
+)
+from .store import Mailbox, Subscription
 
 __all__ = ("HTML_BODY_CSP", "InboxServer", "message_json")
 
-#: The Content-Security-Policy of ``/messages/ID/html``: nothing may load or run
-#: except inline styles and data: images.
-HTML_BODY_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+message_json = api.message_json
 
-# The inbox pages themselves: no script at all, frames and forms only from here.
-_PAGE_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-    "frame-src 'self'; form-action 'self'; base-uri 'none'"
-)
-
-# A request body is read (and dropped) only up to this size, so that a POST's unread
-# body cannot make closing the socket reset the connection before the reply is read.
+# A request body is read up to this size; a larger one is refused (413). Reading it
+# also keeps a POST's unread body from making the close reset the connection before
+# the reply is read.
 _MAX_BODY = 1024 * 1024
-
-# A media type we are willing to echo back in Content-Type (RFC 6838 4.2 characters).
-_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
 _ID = r"(?P<id>[0-9]{1,18})"
 
-
-def _attachment_disposition(filename: str) -> str:
-    """``Content-Disposition: attachment`` with an ASCII fallback and RFC 6266 ``filename*``."""
-    # No path separators, quotes, backslashes or controls in either form of the name.
-    cleaned = (
-        "".join(
-            "_" if char in '/\\"' or ord(char) < 32 or ord(char) == 127 else char
-            for char in filename
-        ).strip()
-        or "attachment"
-    )
-    fallback = "".join(char if char.isascii() else "_" for char in cleaned)
-    encoded = urllib.parse.quote(cleaned, safe="")
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
-
-
-def message_json(message: StoredMessage) -> dict[str, Any]:
-    """The JSON form of a message served by ``/api/messages``."""
-    return {
-        "id": message.id,
-        "envelope_from": message.envelope_from,
-        "envelope_to": list(message.envelope_to),
-        "subject": message.subject,
-        "from": message.from_,
-        "to": message.to,
-        "cc": message.cc,
-        "message_id": message.message_id,
-        "received_at": message.received_at.isoformat(),
-        "text": message.text,
-        "html": message.html,
-        "attachments": [
-            {
-                "filename": attachment.filename,
-                "content_type": attachment.content_type,
-                "size": attachment.size,
-                "url": f"/messages/{message.id}/attachments/{number}",
-            }
-            for number, attachment in enumerate(message.attachments)
-        ],
-    }
-
-
-class _Response:
-    """What a route returns: status, body and headers."""
-
-    def __init__(
-        self,
-        status: HTTPStatus,
-        body: bytes = b"",
-        content_type: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-        if content_type is not None:
-            self.headers["Content-Type"] = content_type
-
-
-def _html(body: str, status: HTTPStatus = HTTPStatus.OK) -> _Response:
-    return _Response(
-        status,
-        body.encode("utf-8"),
-        "text/html; charset=utf-8",
-        {"Content-Security-Policy": _PAGE_CSP},
-    )
-
-
-def _json(value: Any) -> _Response:
-    return _Response(
-        HTTPStatus.OK, json.dumps(value, ensure_ascii=False).encode("utf-8"), "application/json"
-    )
-
-
-def _not_found(detail: str = "Not found") -> _Response:
-    return _html(templates.not_found_page(detail), HTTPStatus.NOT_FOUND)
-
-
-Route = Callable[["InboxServer", dict[str, str]], _Response]
-
-
-def _message_route(
-    action: Callable[[InboxServer, StoredMessage, dict[str, str]], _Response],
-) -> Route:
-    """Wrap a route that needs the message named by the path's id (404 if gone)."""
-
-    def route(server: InboxServer, match: dict[str, str]) -> _Response:
-        message = server.mailbox.get(int(match["id"]))
-        if message is None:
-            return _not_found("No such message")
-        return action(server, message, match)
-
-    return route
-
-
-def _inbox(server: InboxServer, match: dict[str, str]) -> _Response:
-    return _html(templates.inbox_page(server.mailbox.messages(), refresh=server.refresh))
-
-
-def _clear(server: InboxServer, match: dict[str, str]) -> _Response:
-    server.mailbox.clear()
-    # 303 so that reloading the inbox afterwards does not post again.
-    return _Response(HTTPStatus.SEE_OTHER, headers={"Location": "/"})
-
-
-def _api_clear(server: InboxServer, match: dict[str, str]) -> _Response:
-    server.mailbox.clear()
-    return _Response(HTTPStatus.NO_CONTENT)
-
-
-def _api_list(server: InboxServer, match: dict[str, str]) -> _Response:
-    return _json([message_json(message) for message in server.mailbox.messages()])
-
-
-@_message_route
-def _api_message(server: InboxServer, message: StoredMessage, match: dict[str, str]) -> _Response:
-    return _json(message_json(message))
-
-
-@_message_route
-def _message(server: InboxServer, message: StoredMessage, match: dict[str, str]) -> _Response:
-    return _html(templates.message_page(message))
-
-
-@_message_route
-def _html_body(server: InboxServer, message: StoredMessage, match: dict[str, str]) -> _Response:
-    if message.html is None:
-        return _not_found("This message has no HTML part")
-    return _Response(
-        HTTPStatus.OK,
-        message.html.encode("utf-8", errors="replace"),
-        "text/html; charset=utf-8",
-        {"Content-Security-Policy": HTML_BODY_CSP},
-    )
-
-
-@_message_route
-def _raw(server: InboxServer, message: StoredMessage, match: dict[str, str]) -> _Response:
-    text = message.raw.decode("utf-8", errors="replace")
-    return _Response(HTTPStatus.OK, text.encode("utf-8"), "text/plain; charset=utf-8")
-
-
-@_message_route
-def _attachment(server: InboxServer, message: StoredMessage, match: dict[str, str]) -> _Response:
-    number = int(match["number"])
-    if number >= len(message.attachments):
-        return _not_found("No such attachment")
-    attachment = message.attachments[number]
-    content_type = attachment.content_type
-    if not _MEDIA_TYPE.match(content_type):
-        content_type = "application/octet-stream"
-    return _Response(
-        HTTPStatus.OK,
-        attachment.payload,
-        content_type,
-        {
-            "Content-Disposition": _attachment_disposition(attachment.filename),
-            # Should a browser render it after all, it gets no script and no origin.
-            "Content-Security-Policy": "sandbox",
-        },
-    )
-
-
 _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Route]], ...] = (
-    (re.compile(r"/"), {"GET": _inbox}),
-    (re.compile(r"/clear"), {"POST": _clear}),
-    (re.compile(rf"/messages/{_ID}"), {"GET": _message}),
-    (re.compile(rf"/messages/{_ID}/html"), {"GET": _html_body}),
-    (re.compile(rf"/messages/{_ID}/raw"), {"GET": _raw}),
-    (re.compile(rf"/messages/{_ID}/attachments/(?P<number>[0-9]{{1,9}})"), {"GET": _attachment}),
-    (re.compile(r"/api/messages"), {"GET": _api_list, "DELETE": _api_clear}),
-    (re.compile(rf"/api/messages/{_ID}"), {"GET": _api_message}),
+    (re.compile(r"/"), {"GET": pages.inbox}),
+    (re.compile(r"/clear"), {"POST": pages.clear}),
+    (re.compile(r"/live"), {"GET": pages.live}),
+    (re.compile(re.escape(events.LIVE_SCRIPT_PATH)), {"GET": pages.live_script}),
+    (re.compile(rf"/messages/{_ID}"), {"GET": pages.message}),
+    (re.compile(rf"/messages/{_ID}/html"), {"GET": pages.html_body}),
+    (re.compile(rf"/messages/{_ID}/raw"), {"GET": pages.raw}),
+    (
+        re.compile(rf"/messages/{_ID}/attachments/(?P<number>[0-9]{{1,9}})"),
+        {"GET": pages.attachment},
+    ),
+    (re.compile(rf"/messages/{_ID}/link-check"), {"POST": pages.link_check}),
+    (re.compile(rf"/messages/{_ID}/release"), {"POST": pages.release}),
+    (re.compile(r"/api/messages"), {"GET": api.messages_list, "DELETE": api.messages_delete}),
+    (re.compile(rf"/api/messages/{_ID}"), {"GET": api.message}),
+    (re.compile(rf"/api/messages/{_ID}/link-check"), {"POST": api.link_check}),
+    (re.compile(rf"/api/messages/{_ID}/release"), {"POST": api.release}),
+    (re.compile(r"/api/events"), {"GET": api.events}),
+    (re.compile(r"/api/tags"), {"GET": api.tags}),
+    (re.compile(r"/api/info"), {"GET": api.info}),
+    (
+        re.compile(r"/api/chaos"),
+        {"GET": api.chaos_get, "PUT": api.chaos_put, "DELETE": api.chaos_clear},
+    ),
 )
 
 
+def _plain(status: HTTPStatus, text: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, f"{text}\n".encode(), "text/plain; charset=utf-8", headers)
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
-    """Dispatches every method through :data:`_ROUTES`."""
+    """Checks the request, then dispatches every method through :data:`_ROUTES`."""
 
     server: InboxServer
     server_version = "smtp_backends-devserver"
@@ -241,49 +119,107 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def _dispatch(self) -> None:
-        self._drain_body()
-        path = urllib.parse.urlsplit(self.path).path
-        response = _not_found()
+        body = self._read_body()
+        if body is None:
+            self._send(_plain(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request body too large"))
+            return
+        host = self.headers.get("Host")
+        if not self.server.host_policy.allows(host):
+            # DNS rebinding: a foreign name pointed at 127.0.0.1 (see guard.py).
+            self._send(
+                _plain(
+                    HTTPStatus.FORBIDDEN,
+                    f"403 Forbidden: this inbox does not answer to the host {host!r}; "
+                    "add the name with --allowed-host if it is yours",
+                )
+            )
+            return
+        split = urllib.parse.urlsplit(self.path)
+        response = not_found()
         for pattern, methods in _ROUTES:
-            match = pattern.fullmatch(path)
+            match = pattern.fullmatch(split.path)
             if match is None:
                 continue
             route = methods.get(self.command)
             if route is None:
                 allowed = ", ".join(methods)
-                response = _Response(
+                response = _plain(
                     HTTPStatus.METHOD_NOT_ALLOWED,
-                    f"405 Method Not Allowed (allowed: {allowed})\n".encode(),
-                    "text/plain; charset=utf-8",
+                    f"405 Method Not Allowed (allowed: {allowed})",
                     {"Allow": allowed},
                 )
-            else:
-                response = route(self.server, match.groupdict())
+                break
+            reason = cross_site_reason(self.command, self.headers, host)
+            if reason:
+                response = _plain(
+                    HTTPStatus.FORBIDDEN, f"403 Forbidden: cross-site request refused ({reason})"
+                )
+                break
+            query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+            request = Request(
+                self.server, self.command, match.groupdict(), query, self.headers, body
+            )
+            try:
+                response = route(request)
+            except BadRequest as error:
+                response = json_error(HTTPStatus.BAD_REQUEST, str(error))
             break
-        self._send(response)
+        if isinstance(response, EventStream):
+            self._stream(response)
+        else:
+            self._send(response)
 
-    def _drain_body(self) -> None:
+    def _read_body(self) -> bytes | None:
+        """The request body ('' if none); None when it is larger than we read."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
-        if 0 < length <= _MAX_BODY:
-            self.rfile.read(length)
+        if length > _MAX_BODY:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, response: _Response) -> None:
+    def _headers(self, response: Response) -> None:
         self.send_response(response.status)
         headers = {
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
             **response.headers,
         }
-        if response.status != HTTPStatus.NO_CONTENT:
+        if response.status != HTTPStatus.NO_CONTENT and not isinstance(response, EventStream):
             headers["Content-Length"] = str(len(response.body))
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
+
+    def _send(self, response: Response) -> None:
+        self._headers(response)
         if response.body:
             self.wfile.write(response.body)
+
+    def _stream(self, response: EventStream) -> None:
+        server = self.server
+        subscription = server.subscribe(response.since)
+        try:
+            self._headers(response)
+            self.wfile.flush()
+
+            def write(data: bytes) -> None:
+                self.wfile.write(data)
+                self.wfile.flush()
+
+            events.stream(
+                write,
+                server.mailbox,
+                subscription,
+                response.select,
+                server.closing,
+                server.keepalive,
+            )
+        finally:
+            server.unsubscribe(subscription)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Log a request to stderr only when the server is verbose."""
@@ -299,9 +235,16 @@ class InboxServer(ThreadingHTTPServer):
         mailbox: the messages to show.
         verbose: log every request to stderr.
         refresh: make the inbox page reload itself every this many seconds.
+        allowed_hosts: host names answered besides loopback and the bound host
+            (``*``: any; see :class:`~.guard.HostPolicy`).
+        chaos: the SMTP side's chaos rules, for ``/api/chaos`` (None: no SMTP side).
+        link_checker: checks links (default: loopback only, see :mod:`.linkcheck`).
+        releaser: sends messages on to a relay (None: release is off).
+        keepalive: seconds between keep-alive comments on an idle event stream.
 
     Raises:
         OSError: the address cannot be bound.
+        ValueError: a name in ``allowed_hosts`` is not a host name.
     """
 
     daemon_threads = True
@@ -313,12 +256,26 @@ class InboxServer(ThreadingHTTPServer):
         *,
         verbose: bool = False,
         refresh: float | None = None,
+        allowed_hosts: Iterable[str] = (),
+        chaos: Chaos | None = None,
+        link_checker: LinkChecker | None = None,
+        releaser: Releaser | None = None,
+        keepalive: float = events.KEEPALIVE,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.mailbox = mailbox
         self.verbose = verbose
         self.refresh = refresh
+        self.host_policy = HostPolicy(address[0], allowed_hosts)
+        self.chaos = chaos
+        self.link_checker = link_checker or LinkChecker()
+        self.releaser = releaser
+        self.keepalive = keepalive
+        #: Set when the server stops: event streams end.
+        self.closing = threading.Event()
+        self._subscriptions: set[Subscription] = set()
+        self._subscriptions_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         super().__init__(address, _RequestHandler)
 
@@ -334,6 +291,21 @@ class InboxServer(ThreadingHTTPServer):
         """The bound port."""
         return self.server_port
 
+    def subscribe(self, since: int | None) -> Subscription:
+        """A mailbox subscription for one event stream, closed when the server stops."""
+        subscription = self.mailbox.subscribe(since)
+        with self._subscriptions_lock:
+            self._subscriptions.add(subscription)
+        if self.closing.is_set():
+            subscription.close()
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Forget (and close) one event stream's subscription."""
+        subscription.close()
+        with self._subscriptions_lock:
+            self._subscriptions.discard(subscription)
+
     def start(self) -> None:
         """Serve requests on a daemon thread."""
         self._thread = threading.Thread(
@@ -345,7 +317,12 @@ class InboxServer(ThreadingHTTPServer):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket (idempotent)."""
+        """Stop serving, end the event streams, close the listening socket (idempotent)."""
+        self.closing.set()
+        with self._subscriptions_lock:
+            subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
+            subscription.close()
         thread, self._thread = self._thread, None
         if thread is not None:
             self.shutdown()
