@@ -88,6 +88,7 @@ class Subscription:
         self._events: queue.Queue[MailboxEvent | None] = queue.Queue(_SUBSCRIPTION_BACKLOG)
         self._overflowed = False
         self._reset = False
+        self._finished = False
 
     def _put(self, event: MailboxEvent) -> None:
         if self._overflowed:
@@ -100,14 +101,17 @@ class Subscription:
     def get(self, timeout: float | None = None) -> MailboxEvent | None:
         """The next event; None once closed or after ``timeout`` seconds without one.
 
-        After the backlog overflowed, a single ``reset`` event is returned, then None.
+        After the backlog overflowed (or when :meth:`Mailbox.subscribe` could not
+        replay what was missed), a single ``reset`` event is returned and the
+        subscription closes.
         """
-        if self._reset:
-            self._reset = False
-            return MailboxEvent("reset", self.version)
-        if self._overflowed:
+        if self._reset or self._overflowed:
+            self._reset = self._overflowed = False
+            self._finished = True
             self.close()
             return MailboxEvent("reset", self._mailbox.version)
+        if self._finished:
+            return None
         try:
             return self._events.get(timeout=timeout)
         except queue.Empty:
