@@ -63,8 +63,14 @@ def extract_links(message: StoredMessage) -> list[str]:
         found.extend(parser.links)
     if message.text is not None:
         found.extend(match.group(0) for match in URL_PATTERN.finditer(message.text))
-    links = [link for link in found if urllib.parse.urlsplit(link).scheme in {"http", "https"}]
-    return list(dict.fromkeys(links))
+    return list(dict.fromkeys(link for link in found if _scheme(link) in {"http", "https"}))
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urllib.parse.urlsplit(url).scheme
+    except ValueError:
+        return ""  # such as an unclosed IPv6 bracket
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,8 @@ class LinkChecker:
         return results + over
 
     def _check_one(self, url: str) -> LinkResult:
-        parts = urllib.parse.urlsplit(url)
         try:
+            parts = urllib.parse.urlsplit(url)
             host = parts.hostname or ""
             port = parts.port
         except ValueError:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client import SMTP
-from ..errors import SMTPException
+from ..errors import SMTPConnectError, SMTPException
 from .message import StoredMessage
 
 __all__ = (
@@ -213,6 +213,8 @@ class Releaser:
         try:
             async with client:
                 errors, reply = await client.sendmail(sender, list(recipients), raw)
+        except SMTPConnectError as error:
+            raise ReleaseFailed(f"cannot reach {config.host}:{config.port}: {error}") from None
         except SMTPException as error:
             raise ReleaseFailed(f"the relay {config.host}:{config.port} said: {error}") from None
         except OSError as error:
