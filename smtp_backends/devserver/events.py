@@ -170,7 +170,7 @@ LIVE_JS = r"""'use strict';
     var tags = row.appendChild(element('td', 'tags'));
     message.tags.forEach(function (tag) {
       var chip = tags.appendChild(element('a', 'tag', tag));
-      chip.href = '/?q=' + encodeURIComponent('tag:' + tag);
+      chip.href = '/?q=tag:' + encodeURIComponent(tag);
     });
     var body = tableBody();
     body.insertBefore(row, body.firstChild);

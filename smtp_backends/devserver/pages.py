@@ -22,6 +22,7 @@ from .store import StoredMessage
 __all__ = (
     "attachment",
     "clear",
+    "favicon",
     "html_body",
     "inbox",
     "link_check",
@@ -76,6 +77,11 @@ def clear(request: Request) -> Response:
 def live(request: Request) -> Response:
     """``GET /live``: the hidden frame whose script keeps the inbox page up to date."""
     return html(templates.live_page(LIVE_SCRIPT_PATH), csp=LIVE_CSP)
+
+
+def favicon(request: Request) -> Response:
+    """``GET /favicon.ico``: no icon, and no 404 in the browser's console either."""
+    return Response(HTTPStatus.NO_CONTENT)
 
 
 def live_script(request: Request) -> Response:

@@ -62,7 +62,7 @@ input[type=search], input[type=text] { font: inherit; padding: .2rem .4rem; min-
        text-decoration: none; white-space: nowrap; }
 .ok { color: #1a7f37; } .broken { color: #cf222e; }
 .actions { display: flex; gap: 1rem; flex-wrap: wrap; margin: 1rem 0; }
-.actions form { display: flex; gap: .5rem; align-items: center; }
+.actions form, .bar form { display: flex; gap: .5rem; align-items: center; }
 """
 
 # An http(s) URL in plain text: it ends on a character that is not sentence

@@ -9,6 +9,7 @@ is documented in ``API.md`` next to this module.
                                                   the form's ``q``), 303 to ``/``
 ``/live``                                 GET     the inbox page's hidden live-update frame
 ``/static/live.js``                       GET     its script
+``/favicon.ico``                          GET     no icon (204, so browsers stop asking)
 ``/messages/ID``                          GET     one message
 ``/messages/ID/html``                     GET     its HTML body, under a strict CSP
 ``/messages/ID/raw``                      GET     the message as received
@@ -78,6 +79,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Route]], ...] = (
     (re.compile(r"/clear"), {"POST": pages.clear}),
     (re.compile(r"/live"), {"GET": pages.live}),
     (re.compile(re.escape(events.LIVE_SCRIPT_PATH)), {"GET": pages.live_script}),
+    (re.compile(r"/favicon\.ico"), {"GET": pages.favicon}),
     (re.compile(rf"/messages/{_ID}"), {"GET": pages.message}),
     (re.compile(rf"/messages/{_ID}/html"), {"GET": pages.html_body}),
     (re.compile(rf"/messages/{_ID}/raw"), {"GET": pages.raw}),
