@@ -9,9 +9,14 @@ and the recording aiosmtpd servers of tests/servers.py with STARTTLS or implicit
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +26,7 @@ import pytest
 
 from smtp_backends.cli import main
 from smtp_backends.devserver import ChaosRule, DevServer, LinkCheckConfig, ReleaseConfig
+from smtp_backends.devserver.command import parse_size
 from smtp_backends.devserver.linkcheck import LinkChecker, extract_links
 from smtp_backends.devserver.release import ReleaseFailed, ReleaseRefused
 from tests.servers import PASSWORD, USERNAME, SMTPServer
@@ -395,3 +401,79 @@ def test_link_check_is_bounded(site: str) -> None:
     for options in ({"timeout": 0}, {"max_links": 0}, {"workers": 0}):
         with pytest.raises(ValueError):
             LinkCheckConfig(**options)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_parse_size() -> None:
+    assert [parse_size(text) for text in ("1", "512K", "256M", "1G", "2MiB", " 3 kb ")] == [
+        1,
+        512 * 1024,
+        256 * 1024**2,
+        1024**3,
+        2 * 1024**2,
+        3 * 1024,
+    ]
+    for bad in ("", "0", "1T", "-1", "M"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_every_new_option_reaches_the_running_server() -> None:
+    env = {**os.environ, "SMTP_BACKENDS_RELEASE_PASSWORD": "hunter2"}
+    command = [sys.executable, "-W", "error", "-m", "smtp_backends", "devserver"]
+    command += ["--smtp-port", "0", "--http-port", "0", "--max-bytes", "64K"]
+    command += ["--allowed-host", "inbox.test", "--chaos", "rcpt:reply=451,rate=50%"]
+    command += ["--chaos", "dot:drop", "--chaos-seed", "5", "--release-host", "relay.test"]
+    command += ["--release-allow", "qa@example.org", "--release-username", "me"]
+    command += ["--link-check-host", "docs.test", "--link-check-timeout", "2"]
+    command += ["--link-check-max-links", "7"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        watchdog = threading.Timer(20, process.kill)
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            lines = [process.stdout.readline() for _ in range(4)]
+            http_port = int(lines[1].rsplit(":", 1)[1].strip("/\n"))
+            assert lines[2] == "Chaos: 2 rule(s), seed 5\n"
+            assert lines[3] == "Release to relay.test:587 (starttls) for qa@example.org\n"
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{http_port}/api/info", headers={"Host": "inbox.test"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                info = json.load(response)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=10)
+        finally:
+            watchdog.cancel()
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert info["max_bytes"] == 64 * 1024
+    assert [rule["stage"] for rule in info["chaos"]["rules"]] == ["rcpt", "dot"]
+    assert info["chaos"]["seed"] == 5
+    assert info["release"] == {
+        "host": "relay.test",
+        "port": 587,
+        "tls": "starttls",
+        "allowed": ["qa@example.org"],
+        "username": "me",
+        "sender": None,
+    }
+    assert info["link_check"] == {"hosts": ["docs.test"], "timeout": 2.0, "max_links": 7}
+    assert "hunter2" not in json.dumps(info)
+
+
+def test_bad_option_values_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in (
+        (["--max-bytes", "lots"], "not a size"),
+        (["--link-check-timeout", "0"], "not a positive number"),
+        (["--link-check-max-links", "0"], "--link-check-max-links must be at least 1"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["devserver", *argv])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
