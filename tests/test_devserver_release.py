@@ -398,6 +398,15 @@ def test_link_check_is_bounded(site: str) -> None:
     assert LinkCheckConfig(hosts=("*",)).allows("example.org")
     [bad] = checker.check(["http://[::1/x"])
     assert (bad.checked, bad.error) == (False, "not checked: malformed URL")
+    # A loopback *name* is fetched only if it resolves to loopback here.
+    # (Resolvers differ on *.localhost: unresolved here, or loopback where nobody listens.)
+    [unresolved] = checker.check(["http://no-such-name.invalid.localhost:9/"])
+    if unresolved.checked:
+        assert "Connection refused" in (unresolved.error or "")
+    else:
+        assert unresolved.error == (
+            "not checked: no-such-name.invalid.localhost is not on loopback here"
+        )
     for options in ({"timeout": 0}, {"max_links": 0}, {"workers": 0}):
         with pytest.raises(ValueError):
             LinkCheckConfig(**options)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -99,17 +100,35 @@ class LinkCheckConfig:
             raise ValueError("the link check needs at least 1 link and 1 worker")
         object.__setattr__(self, "hosts", tuple(host.strip().lower() for host in self.hosts))
 
+    def named(self, host: str) -> bool:
+        """Whether ``host`` was allowed by name (or ``*``)."""
+        return "*" in self.hosts or host.lower().rstrip(".") in self.hosts
+
     def allows(self, host: str) -> bool:
-        """Whether links to ``host`` are fetched."""
+        """Whether links to ``host`` are fetched: named, or a loopback name or address."""
         host = host.lower().rstrip(".")
-        if "*" in self.hosts or host in self.hosts:
-            return True
-        if host == "localhost" or host.endswith(".localhost"):
+        if self.named(host) or host == "localhost" or host.endswith(".localhost"):
             return True
         try:
             return ipaddress.ip_address(host).is_loopback
         except ValueError:
             return False
+
+
+def _resolves_to_loopback(host: str, port: int | None) -> bool:
+    """Whether every address ``host`` resolves to is a loopback address.
+
+    ``*.localhost`` should resolve to loopback (RFC 6761 6.3) but a resolver may ask
+    DNS; a link that is fetched because of its name must not leave the machine.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(address).split("%")[0]).is_loopback for address in addresses
+    )
 
 
 @dataclass(frozen=True)
@@ -193,6 +212,8 @@ class LinkChecker:
                 False,
                 error=f"not checked: {host} is not an allowed host (add it with --link-check-host)",
             )
+        if not self.config.named(host) and not _resolves_to_loopback(host, port):
+            return LinkResult(url, False, error=f"not checked: {host} is not on loopback here")
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
