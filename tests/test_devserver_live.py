@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -314,3 +315,17 @@ def test_the_inbox_page_is_kept_live_by_a_script_free_page_and_a_framed_script(
     assert b"innerHTML" not in script and b"insertAdjacentHTML" not in script
     _, headers, _ = fetch(server, "/")
     assert "frame-ancestors 'self'" in headers["Content-Security-Policy"]
+
+
+def test_the_readme_example_runs() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Development mail server", 1)[1].split("\n## ", 1)[0]
+    [example] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+        if "DevServer" in block
+    ]
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["mail"].subject == "Welcome"
+    assert namespace["dev"].messages == []
