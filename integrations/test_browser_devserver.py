@@ -130,6 +130,7 @@ def test_search_filters_the_list_and_live_mail_that_matches(
     rows = page.locator("#messages tr.message")
     expect(rows.locator("td.subject")).to_have_text(["Invoice 1002", "Invoice 1001"])
     expect(page.locator("#message-count")).to_have_text("2")
+    expect(page.locator("button#clear")).to_have_text("Clear matching")
     expect(page.locator("html")).to_have_attribute("data-live", "connected")
 
     # Live mail is filtered by the same search.
@@ -155,6 +156,7 @@ def test_release_to_an_allowed_recipient_and_refusal_of_others(
     [stored] = inbox.wait_for(1)
     page.goto(f"{inbox.inbox_url}messages/{stored.id}")
     expect(page.locator("#release-to")).to_have_value("customer@client.example")
+    screenshot(page, "devserver_message_actions")
 
     # The message's own recipient is not on the allow-list: nothing goes out.
     page.click("button#release")

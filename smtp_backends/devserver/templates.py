@@ -154,8 +154,8 @@ def inbox_page(
         "<h1>Inbox</h1>",
         '<div class="bar">'
         f'<span><span id="message-count">{len(messages)}</span> message(s){matching}</span>'
-        f'<form method="post" action="/clear">{clear_filter}<button id="clear">Clear</button>'
-        "</form>"
+        f'<form method="post" action="/clear">{clear_filter}'
+        f'<button id="clear">{"Clear matching" if query else "Clear"}</button></form>'
         '<form id="search" method="get" action="/" role="search">'
         f'<input type="search" id="q" name="q" value="{_e(query)}" '
         'placeholder="subject:, from:, to:, text:, tag:" aria-label="Search">'
