@@ -194,7 +194,8 @@ class Mailer:
         :func:`smtp_backends.bridge.run_sync`).
         """
         factory = self._pool_factory
-        lane = ordered and factory is None
+        # A pool of one connection keeps the order already: one lane then.
+        lane = ordered and factory is None and self.settings.pool_size > 1
         key = ("smtp_backends.mailer", self.scope, factory or self.settings, lane)
         pool = shared_pool(key, lambda: self.make_pool(ordered=lane))
         live = self._live.get(lane)
