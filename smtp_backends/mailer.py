@@ -13,9 +13,9 @@ Every adapter (Django, Flask, Celery, ASGI) sends through a :class:`Mailer`:
 * **Fork safety.** The bridge is per process: a forked child makes its own
   pools and never touches its parent's sockets (they are kept, unused, so
   that collecting them cannot disturb the parent).
-* **Retiring.** :func:`get_mailer` with a ``scope`` retires the scope's
-  previous Mailer when the settings change: its pools close in the
-  background, connections in use after their current send.
+* **Retiring.** A :class:`MailerSlot` (one per Flask app, ASGI app...)
+  retires its previous Mailer when the settings change: its pools close in
+  the background, connections in use after their current send.
 * **Sync and async twins of one coroutine.** :meth:`Mailer.send` (for sync
   callers: WSGI views, Celery workers) and :meth:`Mailer.asend` (any event
   loop, including the fresh one asgiref or Flask starts per async view) both
@@ -51,7 +51,7 @@ from .pool import SMTPPool
 from .protocol.transaction import Outcome
 from .settings import MailerSettings
 
-__all__ = ("Mailer", "Outgoing", "addr_spec", "get_mailer")
+__all__ = ("Mailer", "MailerSlot", "Outgoing", "addr_spec", "get_mailer")
 
 #: What a Mailer sends per message: a batch item, or an :class:`Outgoing`.
 Item = Union[BatchItem, "Outgoing"]
@@ -418,17 +418,12 @@ async def _one_by_one(
 
 
 _mailers: dict[tuple[Hashable, MailerSettings], Mailer] = {}
-_scoped: dict[Hashable, Mailer] = {}
 _mailers_lock = threading.Lock()
 _mailers_pid = os.getpid()
 
 
 def get_mailer(settings: MailerSettings, *, scope: Hashable = None) -> Mailer:
-    """The process's :class:`Mailer` for ``settings`` (and ``scope``).
-
-    With a ``scope`` (not None), the Mailer this scope had before, with other
-    settings, is retired: its pools close in the background.
-    """
+    """The process's :class:`Mailer` for ``settings`` (and ``scope``): one per value."""
     global _mailers_pid
     key = (scope, settings)
     mailer = _mailers.get(key)
@@ -438,24 +433,55 @@ def get_mailer(settings: MailerSettings, *, scope: Hashable = None) -> Mailer:
         if _mailers_pid != os.getpid():  # a forked child: the parent's are not ours
             _inherited.append(list(_mailers.values()))
             _mailers.clear()
-            _scoped.clear()
             _mailers_pid = os.getpid()
         mailer = _mailers.get(key)
         if mailer is None:
             mailer = _mailers[key] = Mailer(settings, scope=scope)
-        if scope is not None:
-            previous = _scoped.get(scope)
-            _scoped[scope] = mailer
-            if previous is not None and previous is not mailer:
-                _mailers.pop((scope, previous.settings), None)
-                previous.close_later()
         return mailer
 
 
-def forget(scope: Hashable) -> Mailer | None:
-    """Forget a scope's Mailer (its pools stay open until closed); returns it."""
-    with _mailers_lock:
-        mailer = _scoped.pop(scope, None)
+class MailerSlot:
+    """The current :class:`Mailer` of one owner (a Flask app, an ASGI app).
+
+    :meth:`get` hands out the Mailer for the owner's current settings; when
+    they change, the previous Mailer is retired (its pools close in the
+    background, connections in use after their current send). Its own
+    object is the scope that keeps the owner's pools apart from others'.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_mailer")
+
+    def __init__(self) -> None:
+        self._mailer: Mailer | None = None
+        self._lock = threading.Lock()
+
+    def get(self, settings: MailerSettings) -> Mailer:
+        """The Mailer for ``settings``, retiring the previous one if they changed."""
+        mailer = self._mailer
+        if mailer is not None and mailer.settings == settings:
+            return mailer
+        with self._lock:
+            previous = self._mailer
+            if previous is not None and previous.settings == settings:
+                return previous
+            self._mailer = Mailer(settings, scope=self)
+        if previous is not None:
+            previous.close_later()
+        return self._mailer
+
+    @property
+    def current(self) -> Mailer | None:
+        """The Mailer handed out last (None before the first)."""
+        return self._mailer
+
+    def release(self) -> Mailer | None:
+        """Forget the current Mailer (the next :meth:`get` makes a new one); returns it."""
+        with self._lock:
+            mailer, self._mailer = self._mailer, None
+        return mailer
+
+    def close_later(self) -> None:
+        """Close the current Mailer's pools in the background (safe from a finaliser)."""
+        mailer = self._mailer
         if mailer is not None:
-            _mailers.pop((scope, mailer.settings), None)
-        return mailer
+            mailer.close_later()

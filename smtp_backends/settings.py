@@ -35,6 +35,7 @@ __all__ = (
     "OPTIONS",
     "MailerSettings",
     "Option",
+    "SettingsMemo",
     "check_option",
 )
 
@@ -253,7 +254,8 @@ class MailerSettings:
         """Settings from ``options`` (field names; None or absent: the default).
 
         Args:
-            options: values by field name.
+            options: values by field name; an absent field takes its
+                default, None is checked like any value.
             names: the user's name of each field, for error messages (a
                 mapping or a function; default: the field name).
             hint: appended to a type error about a str.
@@ -269,7 +271,6 @@ class MailerSettings:
         checked = {
             field: check_option(OPTIONS[field], value, name(field), hint)
             for field, value in options.items()
-            if value is not None
         }
         settings = cls.__new__(cls)
         for field in dataclasses.fields(cls):
@@ -290,7 +291,8 @@ class MailerSettings:
 
         Each variable is parsed by its option's kind: flags take
         ``1/true/yes/on`` and ``0/false/no/off``, numbers their digits, and
-        an empty value means "not set". ``overrides`` (field names) win.
+        an empty value means "not set". ``overrides`` (field names; None:
+        not given) win.
 
         Raises:
             TypeError / ValueError: a variable that does not parse, named in the error.
@@ -314,6 +316,28 @@ class MailerSettings:
     def pooled(self) -> bool:
         """Whether sends borrow the process's pooled connections (``pool_size`` > 0)."""
         return self.pool_size > 0
+
+
+class SettingsMemo:
+    """An adapter's settings, made again only when the values they come from change.
+
+    For adapters whose settings live in mutable attributes (a Django backend,
+    a Flask app's state): the check runs once per change, not once per send.
+    """
+
+    __slots__ = ("_settings", "_source")
+
+    def __init__(self) -> None:
+        self._source: tuple[Any, ...] | None = None
+        self._settings: MailerSettings | None = None
+
+    def get(self, source: tuple[Any, ...], make: Callable[[], MailerSettings]) -> MailerSettings:
+        """The settings for ``source`` (the values they are made of), made by ``make``."""
+        settings = self._settings
+        if settings is None or source != self._source:
+            settings = make()
+            self._source, self._settings = source, settings
+        return settings
 
 
 def _parse(option: Option, text: str, name: str) -> Any:

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from smtp_backends import SMTP, SMTPRecipientsRefused, bridge
-from smtp_backends import mailer as mailer_module
-from smtp_backends.mailer import Mailer, Outgoing, addr_spec, get_mailer
+from smtp_backends.mailer import Mailer, MailerSlot, Outgoing, addr_spec, get_mailer
 from smtp_backends.outcomes import Verdict, classify
 from smtp_backends.settings import MailerSettings
 from tests.servers import SMTPServer
@@ -155,24 +154,29 @@ def test_failures_of_the_whole_connection_are_each_items_outcome() -> None:
     assert Mailer(settings).send([]) == []
 
 
-def test_a_scope_retires_its_pool_when_the_settings_change(
+def test_a_slot_retires_its_mailer_when_the_settings_change(
     smtpd: SMTPServer, make_smtpd: Any
 ) -> None:
     other = make_smtpd()
-    scope = object()
-    first = get_mailer(settings_for(smtpd), scope=scope)
+    slot = MailerSlot()
+    assert slot.current is None
+    first = slot.get(settings_for(smtpd))
+    assert slot.get(settings_for(smtpd)) is first and first.scope is slot
     first.send([item("a@example.com")])
     (old_pool,) = first.pools
-    second = get_mailer(settings_for(other), scope=scope)
-    assert second is not first
+    second = slot.get(settings_for(other))
+    assert second is not first and slot.current is second
     second.send([item("b@example.com")])
     deadline = time.monotonic() + 10
     while not old_pool.closed or "QUIT" not in smtpd.handler.commands:
         assert time.monotonic() < deadline, "the retired pool did not close"
         time.sleep(0.01)
-    assert get_mailer(settings_for(other), scope=scope) is second
-    assert mailer_module.forget(scope) is second
-    assert get_mailer(settings_for(other), scope=scope) is not second
+    # Another slot with the same settings has pools of its own.
+    MailerSlot().get(settings_for(other)).send([item("c@example.com")])
+    assert other.handler.connections == 2
+    slot.close_later()
+    assert slot.release() is second and slot.current is None
+    assert slot.get(settings_for(other)) is not second
 
 
 def test_close_and_aclose(smtpd: SMTPServer) -> None:

@@ -101,7 +101,8 @@ def test_values_are_normalised(tmp_path: Path) -> None:
     )
     assert settings.port == 2525
     assert settings.cert_bundle == str(tmp_path / "ca.pem")
-    assert settings.timeout == 60.0  # None: the default
+    assert settings.timeout is None  # None is a value (no limit); absent is the default
+    assert MailerSettings.from_options({}).timeout == 60.0
     context = ssl.create_default_context()
     assert MailerSettings(ssl_context=context).connection.tls_context is context
 

@@ -21,7 +21,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from smtp_backends import SMTP, ConnectionConfig, SMTPPool
 from smtp_backends.mailer import Mailer, get_mailer
-from smtp_backends.settings import MailerSettings
+from smtp_backends.settings import MailerSettings, SettingsMemo
 
 from . import config
 from .envelope import Envelope, LazyBatch, django_envelope, prep_address
@@ -141,7 +141,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         self._partial_connection: SMTP | None = None
         self._lock = threading.RLock()
         self._pid = os.getpid()
-        self._settings: tuple[tuple[Any, ...], MailerSettings] | None = None
+        self._settings = SettingsMemo()
 
         legacy = alias is None and not config.has_mailers_setting()
         self._legacy = legacy
@@ -158,23 +158,28 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         }
         try:
             own = config.own_options(given, legacy)
-            stock = (host, port, username, password, use_tls, use_ssl, timeout)
-            if legacy:
-                self._init_from_settings(*stock)
-                self.ssl_keyfile = (
-                    config.legacy_setting("EMAIL_SSL_KEYFILE")
-                    if ssl_keyfile is None
-                    else ssl_keyfile
-                )
-                self.ssl_certfile = (
-                    config.legacy_setting("EMAIL_SSL_CERTFILE")
-                    if ssl_certfile is None
-                    else ssl_certfile
-                )
-            else:
-                self._init_from_options(*stock)
-                self.ssl_keyfile = ssl_keyfile
-                self.ssl_certfile = ssl_certfile
+            stock = config.stock_options(
+                alias,
+                legacy,
+                host=host,
+                port=port,
+                username=username,
+                password=password,
+                use_tls=use_tls,
+                use_ssl=use_ssl,
+                timeout=timeout,
+                ssl_keyfile=ssl_keyfile,
+                ssl_certfile=ssl_certfile,
+            )
+            self.host: str | None = stock["host"]
+            self.port: int | None = stock["port"]
+            self.username: str | None = stock["username"]
+            self.password: str | None = stock["password"]
+            self.use_tls: bool = stock["use_tls"]
+            self.use_ssl: bool = stock["use_ssl"]
+            self.timeout: float | None = stock["timeout"]
+            self.ssl_keyfile: str | None = stock["ssl_keyfile"]
+            self.ssl_certfile: str | None = stock["ssl_certfile"]
             self.pool_size: int = own["pool_size"]
             self.idle_timeout: float | None = own["idle_timeout"]
             self.validate_certs: bool = own["validate_certs"]
@@ -192,71 +197,14 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
 
     # Configuration ---------------------------------------------------------
 
-    def _init_from_settings(
-        self,
-        host: str | None,
-        port: int | None,
-        username: str | None,
-        password: str | None,
-        use_tls: bool | None,
-        use_ssl: bool | None,
-        timeout: float | None,
-    ) -> None:
-        """EMAIL_BACKEND configuration: the stock backend's defaults from EMAIL_*."""
-        setting = config.legacy_setting
-        self.host = host or setting("EMAIL_HOST")
-        self.port = port or setting("EMAIL_PORT")
-        self.username = setting("EMAIL_HOST_USER") if username is None else username
-        self.password = setting("EMAIL_HOST_PASSWORD") if password is None else password
-        self.use_tls = setting("EMAIL_USE_TLS") if use_tls is None else use_tls
-        self.use_ssl = setting("EMAIL_USE_SSL") if use_ssl is None else use_ssl
-        self.timeout = setting("EMAIL_TIMEOUT") if timeout is None else timeout
-        if self.use_ssl is True and self.use_tls is True:
-            raise ValueError(
-                "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
-                "one of those settings to True."
-            )
-
-    def _init_from_options(
-        self,
-        host: str | None,
-        port: int | None,
-        username: str | None,
-        password: str | None,
-        use_tls: bool | None,
-        use_ssl: bool | None,
-        timeout: float | None,
-    ) -> None:
-        """MAILERS configuration: OPTIONS only, as Django 6.1's SMTP backend."""
-        self.host = host
-        self.username = username
-        self.password = password
-        self.use_tls = False if use_tls is None else use_tls
-        self.use_ssl = False if use_ssl is None else use_ssl
-        self.timeout = timeout
-        if host is None:
-            raise config.mailer_error("OPTIONS must define 'host'.", self.alias)
-        if self.use_ssl is True and self.use_tls is True:
-            raise config.mailer_error(
-                "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
-                "Set at most one of them to True.",
-                self.alias,
-            )
-        self.port = port if port is not None else 465 if use_ssl else 587 if use_tls else 25
-
     def mailer_settings(self) -> MailerSettings:
         """The sending layer's settings for the current attributes (made once per change).
 
         Raises:
             ValueError / TypeError: invalid settings.
         """
-        source = tuple(self.__dict__.get(name) for name in _SOURCE)
-        cached = self._settings
-        if cached is not None and cached[0] == source:
-            return cached[1]
-        settings = config.mailer_settings(self, self._legacy)
-        self._settings = (source, settings)
-        return settings
+        source = tuple(self.__dict__.get(name) for name in config.ATTRIBUTES.values())
+        return self._settings.get(source, lambda: config.mailer_settings(self, self._legacy))
 
     def connection_config(self) -> ConnectionConfig:
         """The :class:`smtp_backends.ConnectionConfig` for the current attributes.
@@ -540,26 +488,3 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-# The attributes the settings are made of: a change to any of them makes new settings.
-_SOURCE = (
-    "host",
-    "port",
-    "username",
-    "password",
-    "use_tls",
-    "use_ssl",
-    "timeout",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "tls_context",
-    "cert_bundle",
-    "validate_certs",
-    "local_hostname",
-    "allow_insecure_auth",
-    "pipelining",
-    "pool_size",
-    "idle_timeout",
-    "keep_order",
-)

@@ -58,8 +58,8 @@ OWN_OPTIONS: dict[str, Any] = {
     "keep_order": True,
 }
 
-# The backend's attribute for each MailerSettings field it sets.
-_ATTRIBUTES = {
+#: The backend's attribute for each MailerSettings field it sets.
+ATTRIBUTES = {
     "host": "host",
     "port": "port",
     "username": "username",
@@ -140,6 +140,43 @@ def default_local_hostname() -> str | None:
     return name if ok else None
 
 
+def stock_options(alias: str | None, legacy: bool, **given: Any) -> dict[str, Any]:
+    """The stock backend's options: from keywords, else (EMAIL_BACKEND only) EMAIL_*.
+
+    Under MAILERS only the keywords count, ``host`` is required and ``port``
+    defaults to 465 with ``use_ssl``, 587 with ``use_tls``, else 25.
+
+    Raises:
+        ValueError: ``use_tls`` with ``use_ssl`` (EMAIL_BACKEND), in Django's words.
+        InvalidMailer: a missing host, or both TLS modes (MAILERS).
+    """
+    options = dict(given)
+    if legacy:
+        for name, setting in _LEGACY_NAMES.items():
+            if options[name] is None or (name in {"host", "port"} and not options[name]):
+                options[name] = legacy_setting(setting)
+        if options["use_ssl"] is True and options["use_tls"] is True:
+            raise ValueError(
+                "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
+                "one of those settings to True."
+            )
+        return options
+    use_tls, use_ssl = options["use_tls"], options["use_ssl"]
+    options["use_tls"] = False if use_tls is None else use_tls
+    options["use_ssl"] = False if use_ssl is None else use_ssl
+    if options["host"] is None:
+        raise mailer_error("OPTIONS must define 'host'.", alias)
+    if options["use_ssl"] is True and options["use_tls"] is True:
+        raise mailer_error(
+            "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
+            "Set at most one of them to True.",
+            alias,
+        )
+    if options["port"] is None:
+        options["port"] = 465 if use_ssl else 587 if use_tls else 25
+    return options
+
+
 def own_options(given: dict[str, Any], legacy: bool) -> dict[str, Any]:
     """Our options: keywords, else (EMAIL_BACKEND only) the setting, else defaults.
 
@@ -171,18 +208,19 @@ def mailer_settings(backend: Any, legacy: bool) -> MailerSettings:
     Raises:
         ValueError / TypeError: invalid settings, naming the user's setting.
     """
-    options = {field: getattr(backend, attribute) for field, attribute in _ATTRIBUTES.items()}
+    options = {field: getattr(backend, attribute) for field, attribute in ATTRIBUTES.items()}
     options["host"] = options["host"] or None
     for empty_means_none in ("ssl_certfile", "ssl_keyfile", "local_hostname"):
         options[empty_means_none] = options[empty_means_none] or None
     if options["local_hostname"] is None:
         options["local_hostname"] = default_local_hostname()
+    options = {field: value for field, value in options.items() if value is not None}
     return MailerSettings.from_options(options, _legacy_name if legacy else _option_name)
 
 
 def _legacy_name(field: str) -> str:
-    return _LEGACY_NAMES.get(field, _ATTRIBUTES[field])
+    return _LEGACY_NAMES.get(field, ATTRIBUTES[field])
 
 
 def _option_name(field: str) -> str:
-    return f"OPTIONS[{_ATTRIBUTES[field]!r}]"
+    return f"OPTIONS[{ATTRIBUTES[field]!r}]"
