@@ -14,7 +14,6 @@ import os
 import ssl
 import threading
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any
 
 from django.core.mail.backends.base import BaseEmailBackend
@@ -481,10 +480,5 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.utils import DNS_NAME
 
 from smtp_backends import ConnectionConfig
-from smtp_backends.settings import MailerSettings
+from smtp_backends.settings import OPTIONS, MailerSettings
 
 __all__ = (
     "HAS_MAILERS",
@@ -60,24 +60,8 @@ OWN_OPTIONS: dict[str, Any] = {
 
 #: The backend's attribute for each MailerSettings field it sets.
 ATTRIBUTES = {
-    "host": "host",
-    "port": "port",
-    "username": "username",
-    "password": "password",
-    "use_tls": "use_tls",
-    "use_ssl": "use_ssl",
-    "timeout": "timeout",
-    "ssl_certfile": "ssl_certfile",
-    "ssl_keyfile": "ssl_keyfile",
+    **{field: field for field in OPTIONS if field != "max_messages_per_connection"},
     "ssl_context": "tls_context",
-    "cert_bundle": "cert_bundle",
-    "validate_certs": "validate_certs",
-    "local_hostname": "local_hostname",
-    "allow_insecure_auth": "allow_insecure_auth",
-    "pipelining": "pipelining",
-    "pool_size": "pool_size",
-    "idle_timeout": "idle_timeout",
-    "keep_order": "keep_order",
 }
 # EMAIL_BACKEND configuration: the setting each stock keyword defaults to.
 _LEGACY_NAMES = {

@@ -18,22 +18,11 @@ __all__ = ("ATTRIBUTES", "KEYS", "mailer_settings", "read_settings")
 
 #: The state's attribute for each MailerSettings field.
 ATTRIBUTES = {
+    **{field: field for field in OPTIONS if field != "keep_order"},
     "host": "server",
-    "port": "port",
-    "username": "username",
-    "password": "password",
-    "use_tls": "use_tls",
-    "use_ssl": "use_ssl",
-    "timeout": "timeout",
     "ssl_certfile": "client_cert",
     "ssl_keyfile": "client_key",
     "ssl_context": "tls_context",
-    "cert_bundle": "cert_bundle",
-    "validate_certs": "validate_certs",
-    "local_hostname": "local_hostname",
-    "allow_insecure_auth": "allow_insecure_auth",
-    "pipelining": "pipelining",
-    "pool_size": "pool_size",
     "max_messages_per_connection": "max_emails",
     "idle_timeout": "pool_idle_timeout",
 }

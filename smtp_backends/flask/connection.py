@@ -265,12 +265,7 @@ class AsyncConnection(_ConnectionBase):
         self.num_emails = 0
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         return None
 
     async def send(self, message: Message, envelope_from: Address | None = None) -> Refused:
