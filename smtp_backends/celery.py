@@ -79,19 +79,11 @@ from typing import Any, Protocol, Union
 from celery import signals
 from celery.utils.dispatch import Signal
 
-from smtp_backends import (
-    SMTPCertificateError,
-    SMTPConnectError,
-    SMTPException,
-    SMTPPool,
-    SMTPPoolClosedError,
-    SMTPRecipientsRefused,
-    SMTPResponseException,
-    SMTPServerDisconnected,
-    SMTPTimeoutError,
-    SMTPUnknownOutcomeError,
-)
-from smtp_backends.bridge import run_sync, shared_pool, shutdown
+from smtp_backends import SMTPPool, outcomes
+from smtp_backends.bridge import shutdown
+from smtp_backends.mailer import Mailer
+from smtp_backends.outcomes import Verdict
+from smtp_backends.settings import MailerSettings
 
 __all__ = (
     "DEFAULT_TASK_NAME",
@@ -119,12 +111,17 @@ message_failed = Signal(name="message_failed")
 
 #: ``smtp=`` of :func:`register`: SMTPPool keywords, or a factory called with
 #: the message's profile (None unless the producer gave one) in the worker.
-SMTPSettings = Union[Mapping[str, Any], Callable[[Union[str, None]], SMTPPool]]  # noqa: UP007
+SMTPSettings = Union[  # noqa: UP007
+    MailerSettings, Mapping[str, Any], Callable[[str | None], SMTPPool]
+]
 
 #: What :meth:`SMTPQueue.enqueue_many` takes per message.
 EnqueueItem = Union["QueuedMessage", tuple[str, Union[str, Sequence[str]], bytes]]  # noqa: UP007
 
 _PAYLOAD_VERSION = 1
+
+# A queue's messages are independent: a list spreads over every connection.
+_SPREAD = MailerSettings(keep_order=False)
 
 
 # ----------------------------------------------------------------------------- messages
@@ -368,33 +365,20 @@ class DeliveryReport:
         }
 
 
+# The sending layer's verdicts in this module's words (its public API since 0.1).
+_KINDS = {Verdict.RETRYABLE: "transient", Verdict.UNKNOWN: "unknown-outcome"}
+
+
 def classify(error: BaseException) -> str:
     """How a failed send is treated: "transient", "permanent" or "unknown-outcome".
 
-    Transient (retried): 4xx replies; connection refused, lost or timed out
-    before the end of data; no free pooled connection; the pool closing.
-    Unknown outcome (never retried): the connection ended, or the reply timed
-    out, after the end-of-data dot. Permanent: everything else (5xx, invalid
-    addresses, certificate failures).
+    :func:`smtp_backends.outcomes.classify` decides: transient (retried) for
+    4xx replies, connections refused, lost or timed out before the end of
+    data, no free pooled connection, the pool closing; unknown outcome
+    (never retried) after the end-of-data dot; permanent for the rest (5xx,
+    invalid addresses, certificate failures).
     """
-    if isinstance(error, SMTPUnknownOutcomeError):
-        return "unknown-outcome"
-    if isinstance(error, SMTPRecipientsRefused):
-        codes = [refused.code for refused in error.recipients]  # type: ignore[attr-defined]
-        return "transient" if any(400 <= code < 500 for code in codes) else "permanent"
-    if isinstance(error, SMTPResponseException) and error.code >= 0:
-        return "transient" if 400 <= error.code < 500 else "permanent"
-    if isinstance(error, SMTPCertificateError):
-        return "permanent"  # retrying cannot fix a certificate
-    if isinstance(
-        error, (SMTPConnectError, SMTPServerDisconnected, SMTPTimeoutError, SMTPPoolClosedError)
-    ):
-        return "transient"
-    if isinstance(error, SMTPException):
-        return "permanent"
-    if isinstance(error, OSError):  # refused, reset, unreachable: nothing was sent
-        return "transient"
-    return "permanent"
+    return _KINDS.get(outcomes.classify(error), "permanent")
 
 
 # ----------------------------------------------------------------------------- the queue
@@ -461,8 +445,10 @@ class SMTPQueue:
             raise ValueError("retry_backoff and retry_backoff_max must be >= 0")
         if isinstance(smtp, Mapping):
             SMTPPool(**smtp)  # invalid settings fail here, not in the first task
-        elif not callable(smtp):
-            raise TypeError("smtp must be a mapping of SMTPPool keywords or a callable")
+        elif not (isinstance(smtp, MailerSettings) or callable(smtp)):
+            raise TypeError(
+                "smtp must be MailerSettings, a mapping of SMTPPool keywords or a callable"
+            )
         if dedupe is True:
             dedupe = None
         if isinstance(dedupe, str):
@@ -480,6 +466,7 @@ class SMTPQueue:
         self._smtp = smtp
         self._dedupe: DedupeStore | bool | None = dedupe
         self._dedupe_lock = threading.Lock()
+        self._mailers: dict[str | None, Mailer] = {}
 
         queue_object = self
 
@@ -592,12 +579,33 @@ class SMTPQueue:
 
     # Worker side ---------------------------------------------------------
 
+    def mailer(self, profile: str | None = None) -> Mailer:
+        """This process's :class:`~smtp_backends.mailer.Mailer` for ``profile``.
+
+        Its pool is made on first use (once per worker process and profile),
+        on the bridge loop; a list is spread over all its connections.
+        """
+        _pools_in.add(os.getpid())
+        with self._dedupe_lock:
+            mailer = self._mailers.get(profile)
+            if mailer is None:
+                mailer = self._mailers[profile] = Mailer(
+                    _SPREAD,
+                    scope=(__name__, id(self), profile),
+                    pool_factory=self._factory(profile),
+                )
+            return mailer
+
     def pool(self, profile: str | None = None) -> SMTPPool:
         """This process's pool for ``profile`` (created on first use, on the bridge loop)."""
-        _pools_in.add(os.getpid())
-        return shared_pool((__name__, id(self), profile), lambda: self._make_pool(profile))
+        return self.mailer(profile).pool()
+
+    def _factory(self, profile: str | None) -> Callable[[], SMTPPool]:
+        return lambda: self._make_pool(profile)
 
     def _make_pool(self, profile: str | None) -> SMTPPool:
+        if isinstance(self._smtp, MailerSettings):
+            return Mailer(self._smtp).make_pool()
         if isinstance(self._smtp, Mapping):
             return SMTPPool(**self._smtp)
         pool = self._smtp(profile)
@@ -668,12 +676,9 @@ class SMTPQueue:
                     logger.exception("could not record message %s as sent", todo[index].message_id)
 
         items = [(m.sender, list(m.recipients), m.data) for m in todo]
-        try:
-            pool = self.pool(profile if isinstance(profile, str) else None)
-            outcomes: list[Any] = run_sync(pool.send_messages, items, on_result=accepted)
-        except (SMTPException, OSError) as exc:  # the pool or the bridge failed as a whole
-            outcomes = [exc] * len(items)
-        for message, outcome in zip(todo, outcomes, strict=True):
+        mailer = self.mailer(profile if isinstance(profile, str) else None)
+        results = mailer.send(items, on_result=accepted)  # failures come back as outcomes
+        for message, outcome in zip(todo, results, strict=True):
             self._judge(message, outcome, report, attempts)
         return report
 
@@ -681,30 +686,24 @@ class SMTPQueue:
         self, message: QueuedMessage, outcome: Any, report: DeliveryReport, attempts: int
     ) -> None:
         """Sort one message's outcome into sent, retry and failed."""
-        refusals: list[tuple[str, Exception]] = []
-        if isinstance(outcome, tuple):
+        verdict = outcomes.classify(outcome)
+        if outcomes.is_sent(outcome):
             report.sent += 1
-            errors, _reply = outcome
-            for recipient, reply in errors.items():
-                refusals.append(
-                    (recipient, SMTPResponseException(reply.code, f"{recipient}: {reply.message}"))
-                )
-        elif isinstance(outcome, SMTPRecipientsRefused):
-            refused: list[Any] = list(outcome.recipients)
-            refusals = [(r.recipient, r) for r in refused]
-        else:
-            kind = classify(outcome)
-            if kind == "transient":
+        elif verdict is Verdict.UNKNOWN or not outcomes.refusals(outcome):
+            if verdict is Verdict.RETRYABLE:
                 report.retry.append((message, outcome))
             else:
-                self._failed(report, message, message.recipients, outcome, kind, attempts)
+                self._failed(
+                    report, message, message.recipients, outcome, classify(outcome), attempts
+                )
             return
-        again = [rcpt for rcpt, error in refusals if classify(error) == "transient"]
+        refusals = outcomes.refusals(outcome)
+        again = [rcpt for rcpt, _, kind in refusals if kind is Verdict.RETRYABLE]
         if again:
-            first = next(error for rcpt, error in refusals if rcpt in again)
+            first = next(error for rcpt, error, _ in refusals if rcpt in again)
             report.retry.append((message.with_recipients(again), first))
-        for recipient, error in refusals:
-            if recipient not in again:
+        for recipient, error, kind in refusals:
+            if kind is not Verdict.RETRYABLE:
                 self._failed(report, message, (recipient,), error, "permanent", attempts)
 
     def _failed(

@@ -695,7 +695,9 @@ def test_a_bridge_that_fails_as_a_whole_means_retry(monkeypatch: pytest.MonkeyPa
     def bridge_down(*args: Any, **kwargs: Any) -> Any:
         raise SMTPPoolClosedError("The mail bridge shut down before the call finished")
 
-    monkeypatch.setattr(queued, "run_sync", bridge_down)
+    from smtp_backends import mailer
+
+    monkeypatch.setattr(mailer, "run_sync", bridge_down)
     queue = make_queue()
     message = QueuedMessage(SENDER, ["a@example.com"], DATA)
     report = queue.deliver(payload(queue, message))
