@@ -39,6 +39,7 @@ import dataclasses
 import inspect
 import os
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from email.utils import getaddresses
 from typing import Any, Union
@@ -166,8 +167,8 @@ class Mailer:
         self.settings = settings
         self.scope = scope
         self._pool_factory = pool_factory
+        # Replaced whole, never changed in place: readers need no lock.
         self._live: dict[bool, _Live] = {}
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         s = self.settings
@@ -203,8 +204,7 @@ class Mailer:
             # Asked for in an empty context: a loop keeps the context it was
             # made in, and this may run inside a request.
             loop = contextvars.Context().run(lambda: get_bridge().loop)
-            with self._lock:
-                self._live[lane] = _Live(os.getpid(), pool, loop)
+            self._live = {**self._live, lane: _Live(os.getpid(), pool, loop)}
         return pool
 
     @property
@@ -454,6 +454,7 @@ class MailerSlot:
     def __init__(self) -> None:
         self._mailer: Mailer | None = None
         self._lock = threading.Lock()
+        _slots.add(self)
 
     def get(self, settings: MailerSettings) -> Mailer:
         """The Mailer for ``settings``, retiring the previous one if they changed."""
@@ -485,3 +486,19 @@ class MailerSlot:
         mailer = self._mailer
         if mailer is not None:
             mailer.close_later()
+
+
+_slots: weakref.WeakSet[MailerSlot] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a lock while it forked: the child
+    # would wait for it forever.
+    global _mailers_lock
+    _mailers_lock = threading.Lock()
+    for slot in list(_slots):
+        slot._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -254,3 +254,16 @@ def test_forked_child_never_uses_its_parents_connections(smtpd: SMTPServer) -> N
     by_rcpt = {m.rcpt_tos[0]: m.connection_id for m in smtpd.messages}
     assert by_rcpt["parent-1@example.com"] == by_rcpt["parent-2@example.com"]
     assert by_rcpt["child@example.com"] != by_rcpt["parent-1@example.com"]
+
+
+def test_locks_held_at_fork_are_new_in_the_child() -> None:
+    """A lock some parent thread held while forking must not hang the child."""
+    from smtp_backends import mailer as mailer_module
+
+    slot = MailerSlot()
+    slot._lock.acquire()
+    mailer_module._mailers_lock.acquire()
+    mailer_module._after_fork_in_child()  # what os.register_at_fork runs in the child
+    settings = MailerSettings(host="h")
+    assert slot.get(settings).settings is settings
+    assert get_mailer(settings) is get_mailer(settings)
