@@ -1106,3 +1106,16 @@ def test_exceptions_are_smtplib_and_core_classes() -> None:
         "register_celery",
     )
     assert smtp_backends.django is adapter
+
+
+def test_setting_errors_name_the_users_setting() -> None:
+    """Errors name EMAIL_* under EMAIL_BACKEND, OPTIONS[...] under MAILERS; "False" is no flag."""
+    error = ImproperlyConfigured if HAS_MAILERS else TypeError
+    port = r"OPTIONS\['port'\]" if HAS_MAILERS else "EMAIL_PORT"
+    with pytest.raises(error, match=rf"{port} must be an int, not 'abc'"):
+        make_backend(host="h", port="abc")
+    use_tls = r"OPTIONS\['use_tls'\]" if HAS_MAILERS else "EMAIL_USE_TLS"
+    with pytest.raises(error, match=rf"{use_tls} must be True or False, not 'False'"):
+        make_backend(host="h", use_tls="False")
+    with pytest.raises(error, match=r"OPTIONS\['tls_context'\]|tls_context must be an ssl"):
+        make_backend(host="h", tls_context="ctx")
