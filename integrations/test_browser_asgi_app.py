@@ -1,8 +1,8 @@
 """The example ASGI app (example_projects/asgi_app) in a real browser.
 
-The app runs as ``uvicorn asgi_demo.app:app`` on a free port; its handlers await
-``smtp_backends.send`` (contact form) and an ``SMTPPool`` opened in the lifespan
-(newsletter), sending to an in-process development mail server. Chromium drives the app
+The app runs as ``uvicorn asgi_demo.app:app`` on a free port; its handlers send through
+``smtp_backends.asgi.Mail``, whose Mailer lives for the app's lifespan, to an in-process
+development mail server. Chromium drives the app
 and reads the mail in the server's web inbox.
 """
 
@@ -49,7 +49,7 @@ def test_newsletter_batch(page: Page, inbox: DevServer, app: AppServer) -> None:
 
 
 def test_pool_closes_at_shutdown(inbox: DevServer, app: AppServer) -> None:
-    """Stopping uvicorn (SIGTERM) runs the lifespan's exit, closing the pool cleanly."""
+    """Stopping uvicorn (SIGTERM) runs the lifespan's exit, closing the Mailer cleanly."""
     process = app.process
     assert process is not None
     app.stop()

@@ -27,10 +27,9 @@ from .errors import (
     SMTPException,
     SMTPPoolClosedError,
     SMTPPoolTimeoutError,
-    SMTPServerDisconnected,
-    SMTPUnknownOutcomeError,
 )
 from .message import AnyMessage
+from .outcomes import resend_now
 from .pool_planner import EntryState, Plan, PoolEntry, PoolPlanner
 from .protocol.transaction import Outcome
 from .transport import logger
@@ -46,15 +45,9 @@ _MAX_CHUNK = 500
 ProgressCallback = Callable[[int, int], object]
 
 
-def _retryable(outcome: object) -> bool:
-    """Whether a failed send may be tried again on another connection.
-
-    Only when the connection was lost before the end-of-data dot: the server
-    cannot have accepted the message. Never after the dot (unknown outcome).
-    """
-    return isinstance(outcome, SMTPServerDisconnected) and not isinstance(
-        outcome, SMTPUnknownOutcomeError
-    )
+# Whether a failed send may go out again at once on another connection: the
+# sending layer's one classifier decides (lost before the end of data only).
+_retryable = resend_now
 
 
 class _Waiter:

@@ -56,8 +56,8 @@ from tests.servers import SMTPServer
 
 setup_django()
 
-from smtp_backends import django as django_adapter  # noqa: E402
 from smtp_backends.django import CeleryBackend, register_celery  # noqa: E402
+from smtp_backends.django import queued as django_queued  # noqa: E402
 
 SENDER = "from@example.com"
 DATA = b"Message-ID: <one@example.com>\r\nSubject: hi\r\n\r\nBody \xff\r\n"
@@ -614,7 +614,7 @@ def test_celery_backend_fail_silently_covers_the_broker(
 
 
 def test_worker_pool_from_django_settings(smtpd: SMTPServer, django_queue: dict[str, Any]) -> None:
-    pool = django_adapter._worker_pool(None)
+    pool = django_queued._worker_pool(None)
     assert (pool.config.hostname, pool.config.port, pool.max_connections) == (
         "127.0.0.1",
         smtpd.port,
@@ -624,7 +624,7 @@ def test_worker_pool_from_django_settings(smtpd: SMTPServer, django_queue: dict[
         override_settings(MAILERS={"queued": {"OPTIONS": {}}}),
         pytest.raises(ImproperlyConfigured, match="smtp"),
     ):
-        django_adapter._worker_pool("queued")
+        django_queued._worker_pool("queued")
 
 
 # ----------------------------------------------------------------------------- Flask
@@ -695,7 +695,9 @@ def test_a_bridge_that_fails_as_a_whole_means_retry(monkeypatch: pytest.MonkeyPa
     def bridge_down(*args: Any, **kwargs: Any) -> Any:
         raise SMTPPoolClosedError("The mail bridge shut down before the call finished")
 
-    monkeypatch.setattr(queued, "run_sync", bridge_down)
+    from smtp_backends import mailer
+
+    monkeypatch.setattr(mailer, "run_sync", bridge_down)
     queue = make_queue()
     message = QueuedMessage(SENDER, ["a@example.com"], DATA)
     report = queue.deliver(payload(queue, message))

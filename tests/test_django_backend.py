@@ -51,6 +51,7 @@ from smtp_backends import (
     bridge,
 )
 from smtp_backends import django as adapter
+from smtp_backends import mailer as mailer_module
 from smtp_backends.django import (
     AsyncSMTPBackend,
     amail_admins,
@@ -58,6 +59,9 @@ from smtp_backends.django import (
     asend_mail,
     asend_mass_mail,
 )
+from smtp_backends.django import config as django_config
+from smtp_backends.django import envelope as django_envelope
+from smtp_backends.mailer import Mailer, addr_spec
 from tests.django_project.testing import (
     BACKEND,
     DJANGO_6,
@@ -847,11 +851,11 @@ def test_bridge_failure_is_a_sending_error(
     from smtp_backends import SMTPPoolClosedError
 
     def broken(function: Any, *args: Any, **kwargs: Any) -> Any:
-        if function is adapter._deliver:
+        if getattr(function, "__func__", None) is Mailer.deliver:
             raise SMTPPoolClosedError("The mail bridge shut down before the call finished")
         return bridge.run_sync(function, *args, **kwargs)
 
-    monkeypatch.setattr(adapter, "run_sync", broken)
+    monkeypatch.setattr(mailer_module, "run_sync", broken)
     with pytest.raises(SMTPPoolClosedError):
         make_backend(smtpd).send_messages([message()])
     assert make_backend(smtpd, fail_silently=True).send_messages([message(), message()]) == 0
@@ -867,9 +871,9 @@ def test_ehlo_name(monkeypatch: pytest.MonkeyPatch) -> None:
         def get_fqdn(self) -> str:
             return self.name
 
-    monkeypatch.setattr(adapter, "DNS_NAME", Name("mail.example.org"))
+    monkeypatch.setattr(django_config, "DNS_NAME", Name("mail.example.org"))
     assert make_backend(host="h").connection_config().local_hostname == "mail.example.org"
-    monkeypatch.setattr(adapter, "DNS_NAME", Name("bad name\r\n"))
+    monkeypatch.setattr(django_config, "DNS_NAME", Name("bad name\r\n"))
     assert make_backend(host="h").connection_config().local_hostname is None  # core default
     assert make_backend(host="h", local_hostname="me.example").local_hostname == "me.example"
 
@@ -883,7 +887,7 @@ def test_prep_address() -> None:
     else:
         with pytest.raises(TypeError, match=r"needs Django 6\.0"):
             backend.prep_address("åh@example.dk", force_ascii=False)
-    assert adapter._addr_spec("<>") == "<>"  # what smtplib.quoteaddr keeps as it is
+    assert addr_spec("<>") == "<>"  # what smtplib.quoteaddr keeps as it is
 
 
 _DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -895,7 +899,7 @@ def django_envelope_address(address: str) -> str:
     if DJANGO_6:
         options = {"alias": "stock"} if HAS_MAILERS else {}
         return str(StockEmailBackend(host="h", **options).prep_address(address))
-    return adapter._addr_spec(sanitize_address(address, "utf-8"))
+    return addr_spec(sanitize_address(address, "utf-8"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -910,22 +914,24 @@ def test_plain_address_fast_path_agrees_with_django(address: str) -> None:
     try:
         expected = django_envelope_address(address)
     except Exception as exc:  # whatever Django's parser raises, ours raises too
-        assert not adapter._plain_address(address), (address, exc)
+        assert not django_envelope._plain_address(address), (address, exc)
         with pytest.raises(type(exc)):
             make_backend(host="h").prep_address(address)
         return
-    if adapter._plain_address(address):
+    if django_envelope._plain_address(address):
         assert expected == address
         if not DJANGO_6:  # the 5.2 path (6.x deprecates sanitize_address)
-            assert adapter._sanitized_addr_spec(address, "utf-8") == address
+            assert django_envelope._sanitized_addr_spec(address, "utf-8") == address
     assert make_backend(host="h").prep_address(address) == expected
 
 
 def test_plain_address_fast_path_leaves_other_kinds_to_django() -> None:
     for address in ["Name <a@example.com>", "a@b..c", "a@" + "x" * 64 + ".com", "a@b.com "]:
-        assert not adapter._plain_address(address)
+        assert not django_envelope._plain_address(address)
     if not DJANGO_6:
-        assert adapter._sanitized_addr_spec("Zoë <z@example.com>", "utf-8") == "z@example.com"
+        assert (
+            django_envelope._sanitized_addr_spec("Zoë <z@example.com>", "utf-8") == "z@example.com"
+        )
 
 
 def test_pool_reused_across_instances(smtpd: SMTPServer) -> None:
@@ -985,9 +991,9 @@ def test_connection_not_used_in_forked_child(
     monkeypatch.setattr(backend, "_pid", -1)  # as if this process were a forked child
     assert backend.open() is True
     assert backend.connection is not parent_connection
-    assert parent_connection in adapter._inherited[-1]
+    assert parent_connection in mailer_module._inherited[-1]
     backend.close()
-    adapter._inherited.clear()
+    mailer_module._inherited.clear()
     bridge.run_sync(parent_connection.quit)
     assert smtpd.handler.connections == 2
 
@@ -1100,3 +1106,16 @@ def test_exceptions_are_smtplib_and_core_classes() -> None:
         "register_celery",
     )
     assert smtp_backends.django is adapter
+
+
+def test_setting_errors_name_the_users_setting() -> None:
+    """Errors name EMAIL_* under EMAIL_BACKEND, OPTIONS[...] under MAILERS; "False" is no flag."""
+    error = ImproperlyConfigured if HAS_MAILERS else TypeError
+    port = r"OPTIONS\['port'\]" if HAS_MAILERS else "EMAIL_PORT"
+    with pytest.raises(error, match=rf"{port} must be an int, not 'abc'"):
+        make_backend(host="h", port="abc")
+    use_tls = r"OPTIONS\['use_tls'\]" if HAS_MAILERS else "EMAIL_USE_TLS"
+    with pytest.raises(error, match=rf"{use_tls} must be True or False, not 'False'"):
+        make_backend(host="h", use_tls="False")
+    with pytest.raises(error, match=r"OPTIONS\['tls_context'\]|tls_context must be an ssl"):
+        make_backend(host="h", tls_context="ctx")

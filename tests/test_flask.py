@@ -1190,7 +1190,7 @@ def test_message_send_bytes_and_configure_host(smtpd: SMTPServer) -> None:
 
 def test_cli_send_test_lists_refused_recipients(smtpd: SMTPServer) -> None:
     app = make_app(smtpd, mail=Mail())
-    from smtp_backends import flask as adapter
+    from smtp_backends.flask import cli as adapter
 
     # The command sends to one address; give its message a Cc the server refuses.
     original = adapter.Message
@@ -1209,15 +1209,18 @@ def test_cli_send_test_lists_refused_recipients(smtpd: SMTPServer) -> None:
 
 def test_small_helpers() -> None:
     from smtp_backends import flask as adapter
+    from smtp_backends.flask import dispatch as flask_signals
+    from smtp_backends.flask import headers
+    from smtp_backends.mailer import addr_spec
 
     # A subject the message's charset cannot encode falls back to UTF-8.
     assert adapter.sanitize_subject("Grüße", "shift_jis") == "=?utf-8?b?R3LDvMOfZQ==?="
-    assert adapter._format_pair("", "a@example.com") == "a@example.com"
+    assert headers._format_pair("", "a@example.com") == "a@example.com"
     with pytest.raises(ValueError, match="name, address"):
         Message("x", sender=("a", "b", "c"))  # type: ignore[arg-type]
     # Receivers whose signature cannot be read are called the usual way.
-    assert adapter._takes_message_first(max) is False
-    assert adapter._addr_spec("Ann <ann@example.com>") == "ann@example.com"
+    assert flask_signals._takes_message_first(max) is False
+    assert addr_spec("Ann <ann@example.com>") == "ann@example.com"
 
 
 # --------------------------------------------------------------------------- README section

@@ -1,21 +1,22 @@
 """The example ASGI app: run with ``uvicorn asgi_demo.app:app`` from ``example_projects/asgi_app``.
 
-- ``/contact/``: ``await smtp_backends.send(message, hostname=..., port=...)``, one
-  connection per message (connect, send, QUIT).
-- ``/newsletter/``: ``await pool.send_messages(messages)`` on an :class:`SMTPPool` opened
-  when the app starts (the lifespan) and closed when it stops: connections are reused
-  across requests and each one sends its share of a batch pipelined.
+It sends through :class:`smtp_backends.asgi.Mail`, whose Mailer lives for the app's
+lifespan (``Starlette(lifespan=mail.lifespan)``): pooled connections are reused across
+requests and closed (QUIT) when the server stops.
 
-Settings come from the environment: ``SMTP_HOST`` / ``SMTP_PORT`` (127.0.0.1:1025).
+- ``/contact/``: ``await mail.send_message(message)``: one message.
+- ``/newsletter/``: ``await mail.send_messages(messages)``: every subscriber's copy in
+  one call, pipelined over the pool.
+
+Settings: ``SMTP_HOST`` / ``SMTP_PORT`` (127.0.0.1:1025) as keywords; anything else
+from ``SMTP_BACKENDS_*`` environment variables (``SMTP_BACKENDS_USE_TLS=true``...).
 Forms are ``application/x-www-form-urlencoded`` and parsed with :mod:`urllib.parse`, so
 the app needs nothing beyond Starlette (no python-multipart).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.utils import formataddr
 from urllib.parse import parse_qs
@@ -25,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from smtp_backends import SMTPException, SMTPPool, send
+from smtp_backends import SMTPException
+from smtp_backends.asgi import Mail
 
 from . import pages
 
@@ -38,6 +40,9 @@ SUBSCRIBERS: tuple[str, ...] = tuple(f"subscriber{n:02d}@example.com" for n in r
 SMTP_TIMEOUT = 10.0
 #: The largest form body accepted (bytes).
 MAX_FORM_BYTES = 64 * 1024
+
+#: The app's mail: a Mailer opened and closed with the app (see ``lifespan=`` below).
+mail = Mail(host=SMTP_HOST, port=SMTP_PORT, timeout=SMTP_TIMEOUT, pool_size=4, keep_order=False)
 
 
 class FormTooLarge(ValueError):
@@ -82,7 +87,7 @@ async def home(request: Request) -> HTMLResponse:
 
 
 async def contact(request: Request) -> HTMLResponse:
-    """One message to the staff with ``smtp_backends.send``; the visitor in Reply-To."""
+    """One message to the staff with ``mail.send_message``; the visitor in Reply-To."""
     if request.method != "POST":
         return _html(pages.contact({}, {}))
     try:
@@ -102,7 +107,7 @@ async def contact(request: Request) -> HTMLResponse:
     message["Subject"] = f"[Contact] {form['subject']}"
     message.set_content(f"From: {form['name']} <{form['email']}>\n\n{form['message']}\n")
     try:
-        await send(message, hostname=SMTP_HOST, port=SMTP_PORT, timeout=SMTP_TIMEOUT)
+        await mail.send_message(message)
     except (SMTPException, ValueError) as exc:
         failure = f'<p id="error" class="box error">Sending failed: {exc.__class__.__name__}</p>'
         return _html(pages.page("Not sent", failure), 502)
@@ -121,7 +126,7 @@ def newsletter_message(subject: str, paragraphs: list[str], recipient: str) -> E
 
 
 async def newsletter(request: Request) -> HTMLResponse:
-    """Every subscriber's copy in one ``send_messages`` call on the app's pool."""
+    """Every subscriber's copy in one ``send_messages`` call on the app's Mailer."""
     count = len(SUBSCRIBERS)
     if request.method != "POST":
         return _html(pages.newsletter({}, {}, None, count))
@@ -140,24 +145,10 @@ async def newsletter(request: Request) -> HTMLResponse:
         messages = [newsletter_message(form["subject"], paragraphs, to) for to in SUBSCRIBERS]
     except ValueError as exc:  # e.g. a line break in the subject
         return _html(pages.newsletter(form, {"subject": str(exc)}, None, count), 400)
-    pool: SMTPPool = request.app.state.pool
     # One outcome per message, in order: a reply tuple, or the exception it failed with.
-    outcomes = await pool.send_messages(messages)
+    outcomes = await mail.send_messages(messages)
     sent = sum(1 for outcome in outcomes if not isinstance(outcome, BaseException))
     return _html(pages.newsletter(form, {}, sent, count))
-
-
-@contextlib.asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Open the SMTP pool when the server starts; close it (QUIT) when it stops.
-
-    Connections open lazily, on the first message.
-    """
-    async with SMTPPool(
-        hostname=SMTP_HOST, port=SMTP_PORT, timeout=SMTP_TIMEOUT, max_connections=4
-    ) as pool:
-        app.state.pool = pool
-        yield
 
 
 app = Starlette(
@@ -166,5 +157,5 @@ app = Starlette(
         Route("/contact/", contact, methods=["GET", "POST"]),
         Route("/newsletter/", newsletter, methods=["GET", "POST"]),
     ],
-    lifespan=lifespan,
+    lifespan=mail.lifespan,
 )

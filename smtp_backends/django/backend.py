@@ -1,0 +1,484 @@
+"""``AsyncSMTPBackend``: Django's email backend contract over the sending layer.
+
+The backend translates: Django's settings into
+:class:`~smtp_backends.settings.MailerSettings` (:mod:`.config`), Django
+messages into bytes and envelopes (:mod:`.envelope`), and outcomes into
+Django's return values and errors. Pooling, the bridge, fork safety and
+the sending itself are the :class:`~smtp_backends.mailer.Mailer`'s.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import ssl
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.core.mail.backends.base import BaseEmailBackend
+
+from smtp_backends import SMTP, ConnectionConfig, SMTPPool
+from smtp_backends.mailer import Mailer, get_mailer
+from smtp_backends.settings import MailerSettings, SettingsMemo
+
+from . import config
+from .envelope import Envelope, LazyBatch, django_envelope, prep_address
+from .functions import deferred_sends
+
+__all__ = ("AsyncSMTPBackend",)
+
+# Set while send_messages()/asend_messages() call open(): an implicit open
+# borrows the process's pool instead of opening a connection of its own.
+_borrowing: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "smtp_backends_django_borrowing", default=False
+)
+
+
+class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
+    """Django email backend sending through smtp_backends, with pooled connections.
+
+    Takes the stock SMTP backend's keywords; under EMAIL_BACKEND each one
+    left as None defaults to its EMAIL_* setting, as in Django. Under
+    Django 6.1's MAILERS the OPTIONS arrive here as keywords with the
+    ``alias``; the EMAIL_* settings are then not read, ``host`` is required,
+    unknown options are an error and ``port`` defaults to 465 with
+    ``use_ssl``, 587 with ``use_tls`` and 25 otherwise.
+
+    Args:
+        host: server name (EMAIL_HOST).
+        port: server port (EMAIL_PORT).
+        username: log in as this user (EMAIL_HOST_USER); logging in needs
+            both a username and a password, as in Django.
+        password: its password (EMAIL_HOST_PASSWORD).
+        use_tls: STARTTLS, required (EMAIL_USE_TLS).
+        fail_silently: swallow sending errors (``smtplib.SMTPException`` and
+            other ``OSError``) and return the number actually sent.
+        use_ssl: implicit TLS from the first byte (EMAIL_USE_SSL).
+        timeout: seconds for each network operation (EMAIL_TIMEOUT); None
+            means 60 s.
+        ssl_keyfile: client certificate key (EMAIL_SSL_KEYFILE).
+        ssl_certfile: client certificate (EMAIL_SSL_CERTFILE).
+        pool_size: most pooled connections per process for these settings
+            that send single messages (default 4; lists of messages use one
+            more, so that each list stays in order); 0 turns pooling off (a
+            connection per ``send_messages()`` call, as the stock backend).
+        idle_timeout: close a pooled connection idle this many seconds (60).
+        validate_certs: verify the server's certificate and host name (True).
+        cert_bundle: a PEM file of extra CA certificates to trust.
+        tls_context: an :class:`ssl.SSLContext` to use as is.
+        allow_insecure_auth: allow AUTH over an unencrypted connection to a
+            host other than this one (False: such a login is refused before
+            the credentials are sent).
+        pipelining: use ESMTP PIPELINING when the server offers it (True).
+        local_hostname: the EHLO name (default: Django's cached FQDN).
+        keep_order: send a list of messages in order over one connection, as
+            the stock backend does (True). False spreads a list over up to
+            ``pool_size`` pooled connections at once: many times faster on a
+            distant server, but the messages of one list may arrive in any
+            order (SMTP never promised an order across messages anyway).
+        **kwargs: ``alias`` (Django 6.1) and anything else, handed to
+            Django's ``BaseEmailBackend`` (which rejects unknown MAILERS
+            options).
+
+    Under EMAIL_BACKEND the options from ``pool_size`` on may also come from
+    the ``SMTP_BACKENDS_OPTIONS`` setting (a dict); keywords win.
+
+    Raises:
+        ValueError / TypeError: ``use_tls`` with ``use_ssl`` (EMAIL_BACKEND),
+            or an invalid option (the message names the setting).
+        django.core.mail.InvalidMailer: the same problems under MAILERS, a
+            missing ``host``, or an unknown option.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool | None = None,
+        fail_silently: bool = False,
+        use_ssl: bool | None = None,
+        timeout: float | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        *,
+        pool_size: int | None = None,
+        idle_timeout: float | None = None,
+        validate_certs: bool | None = None,
+        cert_bundle: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        allow_insecure_auth: bool | None = None,
+        pipelining: bool | None = None,
+        local_hostname: str | None = None,
+        keep_order: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        alias = kwargs.get("alias")
+        if alias is None and config.warn_about_external_use is not None:
+            # As Django 6.1's own SMTP backend (and in its words, so that warning
+            # filters written for it match): without an alias the backend reads
+            # the deprecated EMAIL_* settings. Django's get_connection() and
+            # mail.mailers build backends without this warning.
+            config.warn_about_external_use(
+                "Directly creating EmailBackend instances is deprecated. Use "
+                f"mail.mailers instead. ({type(self).__module__}.{type(self).__qualname__}"
+                ": configure it in MAILERS.)",
+                config.RemovedInDjango2028Warning,
+            )
+        # Django 6.1's base class validates the remaining keywords (unknown
+        # MAILERS options are an error); 5.2's ignores them, as in Django.
+        super().__init__(**kwargs)
+        self.alias: str | None = alias
+        self.fail_silently = fail_silently
+        #: The open connection: an :class:`smtp_backends.SMTP` after ``open()``,
+        #: the process's :class:`smtp_backends.SMTPPool` while
+        #: ``send_messages()`` borrows it, else None.
+        self.connection: Any = None
+        #: A connection being opened (never kept after a failed open()).
+        self._partial_connection: SMTP | None = None
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._settings = SettingsMemo()
+
+        legacy = alias is None and not config.has_mailers_setting()
+        self._legacy = legacy
+        given = {
+            "pool_size": pool_size,
+            "idle_timeout": idle_timeout,
+            "validate_certs": validate_certs,
+            "cert_bundle": cert_bundle,
+            "tls_context": tls_context,
+            "allow_insecure_auth": allow_insecure_auth,
+            "pipelining": pipelining,
+            "local_hostname": local_hostname,
+            "keep_order": keep_order,
+        }
+        try:
+            own = config.own_options(given, legacy)
+            stock = config.stock_options(
+                alias,
+                legacy,
+                host=host,
+                port=port,
+                username=username,
+                password=password,
+                use_tls=use_tls,
+                use_ssl=use_ssl,
+                timeout=timeout,
+                ssl_keyfile=ssl_keyfile,
+                ssl_certfile=ssl_certfile,
+            )
+            self.host: str | None = stock["host"]
+            self.port: int | None = stock["port"]
+            self.username: str | None = stock["username"]
+            self.password: str | None = stock["password"]
+            self.use_tls: bool = stock["use_tls"]
+            self.use_ssl: bool = stock["use_ssl"]
+            self.timeout: float | None = stock["timeout"]
+            self.ssl_keyfile: str | None = stock["ssl_keyfile"]
+            self.ssl_certfile: str | None = stock["ssl_certfile"]
+            self.pool_size: int = own["pool_size"]
+            self.idle_timeout: float | None = own["idle_timeout"]
+            self.validate_certs: bool = own["validate_certs"]
+            self.cert_bundle: str | None = own["cert_bundle"]
+            self.tls_context: ssl.SSLContext | None = own["tls_context"]
+            self.allow_insecure_auth: bool = own["allow_insecure_auth"]
+            self.pipelining: bool = own["pipelining"]
+            self.local_hostname: str | None = own["local_hostname"]
+            self.keep_order: bool = own["keep_order"]
+            self.mailer_settings()  # validate everything now, not at the first send
+        except (ValueError, TypeError) as exc:
+            if legacy or isinstance(exc, config.InvalidMailer):
+                raise
+            raise config.mailer_error(str(exc), alias) from exc
+
+    # Configuration ---------------------------------------------------------
+
+    def mailer_settings(self) -> MailerSettings:
+        """The sending layer's settings for the current attributes (made once per change).
+
+        Raises:
+            ValueError / TypeError: invalid settings.
+        """
+        source = tuple(self.__dict__.get(name) for name in config.ATTRIBUTES.values())
+        return self._settings.get(source, lambda: config.mailer_settings(self, self._legacy))
+
+    def connection_config(self) -> ConnectionConfig:
+        """The :class:`smtp_backends.ConnectionConfig` for the current attributes.
+
+        ``use_ssl`` is implicit TLS, ``use_tls`` required STARTTLS and neither
+        a plaintext session (no opportunistic upgrade, as the stock backend).
+
+        Raises:
+            ValueError / TypeError: invalid settings.
+        """
+        return self.mailer_settings().connection
+
+    @property
+    def mailer(self) -> Mailer:
+        """The process's :class:`~smtp_backends.mailer.Mailer` for these settings."""
+        return get_mailer(self.mailer_settings())
+
+    def get_pool(self, *, batch: bool = False) -> SMTPPool:
+        """The process's pool for these connection settings (created on first use).
+
+        Args:
+            batch: the pool for lists of messages: one connection, so that a
+                list goes out pipelined and in order, as the stock backend
+                sends it. Single messages use up to ``pool_size`` connections.
+
+        It lives on the :mod:`smtp_backends.bridge` loop: use it through
+        ``bridge.run_sync`` / ``bridge.run_async``.
+        """
+        return self.mailer.pool(ordered=batch)
+
+    # Addresses and messages ------------------------------------------------
+
+    def prep_address(self, address: Any, force_ascii: bool = True) -> str:
+        """The envelope (addr-spec) form of ``address``, as Django's SMTP backend makes it.
+
+        Django 6.x: its ``EmailBackend.prep_address()`` (IDNA-encoded domain;
+        ValueError for invalid addresses, CR/LF injection and, with
+        ``force_ascii``, non-ASCII local parts). Django 5.2:
+        ``sanitize_address()`` with DEFAULT_CHARSET, then the addr-spec.
+
+        Raises:
+            ValueError: an invalid address.
+            TypeError: ``force_ascii=False`` on Django 5.2 (which has no such mode).
+        """
+        return prep_address(self, address, force_ascii)
+
+    def _envelope(self, message: Any) -> Envelope | None:
+        """(sender, recipients, bytes) exactly as the stock backend derives them.
+
+        None for a message without recipients (not sent, not counted).
+        """
+        return django_envelope(message, self.prep_address)
+
+    def _items(self, messages: Iterable[Any]) -> tuple[list[Any], Exception | None]:
+        """What to send for ``messages``, and the error that stopped preparing them.
+
+        One message is rendered here, at once. A list becomes lazy items
+        that the client renders on the bridge, each while the previous one is
+        on the wire (in the caller's context: its active language, say);
+        messages without recipients are skipped. As in the stock backend, the
+        messages before one that cannot be prepared are sent, it raises, and
+        the ones after it are not sent.
+        """
+        messages = [message for message in messages if message.recipients()]
+        if len(messages) > 1:
+            batch = LazyBatch(self._envelope)
+            return [batch.item(message) for message in messages], None
+        try:
+            return [self._envelope(message) for message in messages], None
+        except Exception as exc:
+            return [], exc
+
+    def _count(self, outcomes: Sequence[Any], error: Exception | None) -> int:
+        """The number sent; raises the first failure unless fail_silently covers it."""
+        sent = 0
+        first: BaseException | None = None
+        for outcome in outcomes:
+            if not isinstance(outcome, BaseException):
+                sent += 1  # (refused recipients, final reply), as sendmail() returns it
+            elif self.fail_silently and isinstance(outcome, OSError):
+                continue  # smtplib.SMTPException and connection errors, as in Django
+            elif first is None:
+                first = outcome
+        if first is None:
+            first = error
+        if first is not None:
+            raise first
+        return sent
+
+    def _via(self) -> Any:
+        """The connection of this backend's own, if any (else the Mailer's pool)."""
+        connection = self.connection
+        return None if isinstance(connection, SMTPPool) else connection
+
+    # Fork safety -----------------------------------------------------------
+
+    def _forget_if_forked(self) -> None:
+        """In a forked child, drop (never use) the parent's connection."""
+        if self._pid == os.getpid():
+            return
+        Mailer.inherited(self.connection, self._partial_connection)
+        self.connection = self._partial_connection = None
+        self._pid = os.getpid()
+
+    # Sync API --------------------------------------------------------------
+
+    def open(self) -> bool | None:
+        """Make sure a connection is ready; as the stock backend's ``open()``.
+
+        Called by you (or ``with backend:``): connects, STARTTLS/TLS and AUTH
+        as configured, and keeps that connection for this backend until
+        :meth:`close`. Called by :meth:`send_messages` without an open
+        connection: borrows the process's pool for these settings.
+
+        Returns:
+            True if a connection was opened (or borrowed), False if one was
+            already open, None if opening failed silently (``fail_silently``).
+
+        Raises:
+            OSError: the connection failed (``SMTPConnectError`` and the
+                other smtp_backends/smtplib exceptions, ``ssl.SSLError``
+                subclasses for TLS failures), unless ``fail_silently``.
+        """
+        started = self._start_open()
+        if started is not None:
+            return started
+        try:
+            client = self.mailer.connect()
+        except BaseException as exc:
+            self._open_failed(exc)  # raises unless fail_silently covers it
+            return None
+        return self._opened(client)
+
+    def _start_open(self) -> bool | None:
+        """False if open, True once the pool is borrowed, else None (connect one)."""
+        self._forget_if_forked()
+        if self.connection:
+            return False
+        if _borrowing.get() and self.pool_size:
+            self.connection = self.get_pool()
+            return True
+        return None
+
+    def _open_failed(self, exc: BaseException) -> None:
+        """After a failed connect (already closed): raise, unless fail_silently covers it."""
+        self._partial_connection = None
+        if not (isinstance(exc, OSError) and self.fail_silently):
+            raise exc
+
+    def _opened(self, client: SMTP) -> bool:
+        # Only now, with TLS and AUTH done, does the connection become usable.
+        self._partial_connection = None
+        self.connection = client
+        return True
+
+    def _to_close(self) -> SMTP | None:
+        self._forget_if_forked()
+        partial, self._partial_connection = self._partial_connection, None
+        if partial is not None:
+            Mailer.drop(partial)
+        connection = self.connection
+        return connection if isinstance(connection, SMTP) else None
+
+    def close(self) -> None:
+        """Close this backend's own connection (QUIT); give back a borrowed pool.
+
+        Pooled connections stay open for the next request.
+
+        Raises:
+            smtplib.SMTPResponseException: the reply to QUIT broke the
+                protocol (``SMTPProtocolError``), unless ``fail_silently``.
+        """
+        try:
+            own = self._to_close()
+            if own is not None:
+                Mailer.disconnect(own, strict=not self.fail_silently)
+        finally:
+            self.connection = None
+
+    def send_messages(self, email_messages: Iterable[Any]) -> int:
+        """Send Django ``EmailMessage`` objects; return how many were sent.
+
+        Messages without recipients are skipped. The envelope and the bytes
+        are those of the stock backend; a list goes out as one pipelined
+        batch, in order, over the open connection or one pooled connection.
+
+        Raises:
+            ValueError: an invalid address (the messages before it are sent).
+            OSError: the first failure (``smtplib.SMTPException`` subclasses,
+                connection and TLS errors), unless ``fail_silently``. Unlike
+                the stock backend, the messages after a failed one in the
+                same call have been sent too.
+        """
+        if not email_messages:
+            return 0
+        deferred = deferred_sends.get()
+        if deferred is not None:  # inside asend_mail() & co.: the caller awaits the work
+            messages = list(email_messages)
+            deferred.append((self, messages))
+            return sum(1 for message in messages if message.recipients())
+        with self._lock:
+            token = _borrowing.set(True)
+            try:
+                new_conn_created = self.open()
+            finally:
+                _borrowing.reset(token)
+            if not self.connection or new_conn_created is None:
+                return 0  # open() failed silently
+            try:
+                items, error = self._items(email_messages)
+                outcomes: list[Any] = []
+                if items:
+                    outcomes = self.mailer.send(items, via=self._via())
+                return self._count(outcomes, error)
+            finally:
+                if new_conn_created:
+                    self.close()
+
+    # Async API -------------------------------------------------------------
+
+    async def aopen(self) -> bool | None:
+        """Await :meth:`open` without blocking the event loop. Returns and raises as it."""
+        started = self._start_open()
+        if started is not None:
+            return started
+        try:
+            client = await self.mailer.aconnect()
+        except BaseException as exc:
+            self._open_failed(exc)  # raises unless fail_silently covers it
+            return None
+        return self._opened(client)
+
+    async def aclose(self) -> None:
+        """Await :meth:`close` without blocking the event loop."""
+        try:
+            own = self._to_close()
+            if own is not None:
+                await Mailer.adisconnect(own, strict=not self.fail_silently)
+        finally:
+            self.connection = None
+
+    async def asend_messages(self, email_messages: Iterable[Any]) -> int:
+        """Await :meth:`send_messages` without blocking the event loop.
+
+        The SMTP work runs on the bridge loop (pooled connections are shared
+        with sync callers); long lists are serialised in a worker thread.
+        Returns and raises as :meth:`send_messages`.
+        """
+        if not email_messages:
+            return 0
+        messages = list(email_messages)
+        token = _borrowing.set(True)
+        try:
+            new_conn_created = await self.aopen()
+        finally:
+            _borrowing.reset(token)
+        if not self.connection or new_conn_created is None:
+            return 0
+        try:
+            items, error = self._items(messages)  # a list renders on the bridge, lazily
+            outcomes: list[Any] = []
+            if items:
+                outcomes = await self.mailer.asend(items, via=self._via())
+            return self._count(outcomes, error)
+        finally:
+            if new_conn_created:
+                await self.aclose()
+
+    async def __aenter__(self) -> AsyncSMTPBackend:
+        try:
+            await self.aopen()
+        except Exception:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
