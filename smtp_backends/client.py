@@ -614,7 +614,7 @@ class SMTP:
         """Send VRFY for ``address`` (a mailbox or a user's name).
 
         Args:
-            options: ESMTP parameters; ``SMTPUTF8`` (RFC 6531 3.7.4) sends a
+            options: ESMTP parameters; ``SMTPUTF8`` (RFC 6531) sends a
                 non-ASCII ``address`` as UTF-8.
 
         Raises:

@@ -354,8 +354,8 @@ def envelope_for_message(
     data = flatten(message, utf8=utf8, eight_bit=extensions.supports("8bitmime"))
     options = list(mail_options or ())
     if utf8 and extensions.supports("8bitmime"):
-        # As aiosmtplib: an internationalised message is declared 8-bit too
-        # (RFC 6531 3.4), after SMTPUTF8.
+        # As aiosmtplib: an SMTPUTF8 message is declared 8-bit too, after SMTPUTF8
+        # (its header fields may be raw UTF-8, RFC 6532).
         given = {str(o).split("=", 1)[0].upper() for o in options}
         options += [k for k in ("SMTPUTF8", "BODY=8BITMIME") if k.split("=")[0] not in given]
     return envelope_for_data(sender, recipients, data, options, rcpt_options, extensions)
