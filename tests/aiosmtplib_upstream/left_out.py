@@ -217,6 +217,8 @@ INTERNALS: dict[str, str] = {
     ),
 }
 
+_SMUGGLE = "test_commands.py::test_send_message_compat32_does_not_smuggle_envelope_commands"
+
 DIFFERENCES: dict[str, str] = {
     "test_sendmail.py::test_sendmail_simple_failure": (
         "sends the sender '@@' to see the server refuse it; we refuse such an address "
@@ -232,13 +234,19 @@ DIFFERENCES: dict[str, str] = {
         "`python -m smtp_backends` with its own subcommands (tests/test_cli.py)"
     ),
 }
+if hasattr(email.errors, "HeaderWriteError"):
+    DIFFERENCES[_SMUGGLE] = (
+        "a From header with a line break in it: this Python's address parser gives no "
+        "sender, and we raise ValueError before anything is sent, where aiosmtplib raises "
+        "the generator's HeaderWriteError; no command is smuggled either way"
+    )
 
 #: Tests that cannot run on this interpreter, whatever the library.
 ENVIRONMENT: dict[str, str] = (
     {}
     if hasattr(email.errors, "HeaderWriteError")
     else {
-        "test_commands.py::test_send_message_compat32_does_not_smuggle_envelope_commands": (
+        _SMUGGLE: (
             "uses email.errors.HeaderWriteError, which this Python lacks (added with the "
             "CVE-2024-6923 fix in 3.11.10, 3.12.5 and 3.13); it runs on Python 3.13"
         ),
