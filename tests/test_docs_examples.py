@@ -49,6 +49,7 @@ def doc_page() -> Path:
         missing(f"aiosmtplib's sdist holds no {page.name} page (at {page})")
     return page
 
+
 EXAMPLE_CONNECT = """\
 import asyncio
 
