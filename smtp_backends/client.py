@@ -322,6 +322,15 @@ class SMTP:
         transport = self._transport
         return None if transport is None else transport.transport
 
+    @property
+    def protocol(self) -> asyncio.BaseProtocol | None:
+        """The connection's asyncio protocol object, or None when not connected.
+
+        As aiosmtplib's attribute of that name, for code that checks it against
+        None; its methods are smtp_backends' internals.
+        """
+        return self._transport
+
     def get_transport_info(self, key: str) -> Any:
         """Information about the transport (``peername``, ``sslcontext``, ...).
 
@@ -354,7 +363,10 @@ class SMTP:
     async def connect(self, *, timeout: Timeout = _default, **options: Any) -> SMTPResponse:
         """Connect, read the greeting, upgrade with STARTTLS and log in as configured.
 
-        Takes the constructor's keywords; they replace the client's settings.
+        Takes the constructor's keywords; they replace the client's settings,
+        except ``timeout``, which bounds this connect only (each step of it:
+        connecting, the greeting, EHLO, STARTTLS and the login), as in
+        aiosmtplib: the client's :attr:`timeout` stays as it was.
         Returns the server's greeting.
 
         Raises:
@@ -365,8 +377,6 @@ class SMTP:
             SMTPNotSupported: ``start_tls=True`` and the server offers no STARTTLS.
             SMTPAuthenticationError: the login failed.
         """
-        if timeout is not _default:
-            options["timeout"] = timeout
         # As aiosmtplib: None for these two means "not given"; for the others it
         # is a value (hostname=None means localhost, timeout=None no timeout).
         for flag in ("use_tls", "validate_certs", "pipelining", "allow_insecure_auth"):
@@ -377,6 +387,9 @@ class SMTP:
             raise SMTPException("This client is already connected")
         self.close()
         config = self._config
+        if timeout is not _default:
+            # Validated as the constructor's, and used for this connect only.
+            config = config.replace(timeout=timeout)
         self._lock = None  # a new connection may live on another event loop
         async with self._get_lock():
             self._transport = await open_transport(config, config.timeout)
@@ -493,7 +506,12 @@ class SMTP:
     async def ehlo(self, hostname: str | None = None, timeout: Timeout = _default) -> SMTPResponse:
         """Send EHLO and record the server's extensions.
 
+        Args:
+            hostname: the name to send (surrounding whitespace is dropped);
+                default :attr:`local_hostname`, else this host's FQDN.
+
         Raises:
+            ValueError: an empty ``hostname``, or one with spaces or controls inside.
             SMTPHeloError: the server refused EHLO.
         """
         async with self._get_lock():
@@ -503,9 +521,11 @@ class SMTP:
         self, command: Command, hostname: str | None, timeout: float | None
     ) -> SMTPResponse:
         """Send EHLO or HELO with our name; raise SMTPHeloError unless 250."""
-        name = commands.ehlo_name(
-            hostname or self._config.local_hostname or await _default_local_hostname()
-        )
+        if hostname is None:
+            name = self._config.local_hostname or await _default_local_hostname()
+        else:
+            # As aiosmtplib: a given name is stripped, and "" is an error (not the default).
+            name = commands.ehlo_name(hostname.strip())
         reply = await self._exchange(command, commands.command(command.value, name), timeout)
         if reply.code != 250:
             raise SMTPHeloError(reply.code, reply.message)
@@ -524,7 +544,11 @@ class SMTP:
     async def helo(self, hostname: str | None = None, timeout: Timeout = _default) -> SMTPResponse:
         """Send HELO (no extensions).
 
+        Args:
+            hostname: as for :meth:`ehlo`.
+
         Raises:
+            ValueError: an empty ``hostname``, or one with spaces or controls inside.
             SMTPHeloError: the server refused HELO.
         """
         async with self._get_lock():
@@ -537,10 +561,11 @@ class SMTP:
         self._ehlo_response = None
         return reply
 
-    async def _ehlo_or_helo_if_needed(self, timeout: float | None) -> None:
+    async def _ehlo_or_helo_if_needed(self, timeout: Timeout = _default) -> None:
         """EHLO (falling back to HELO when EHLO is refused) unless already done."""
         if not self.is_ehlo_or_helo_needed:
             return
+        timeout = self._timeout(timeout)
         try:
             await self._ehlo(None, timeout)
         except SMTPHeloError as exc:
@@ -578,25 +603,73 @@ class SMTP:
         """
         return await self._simple(Command.NOOP, "NOOP", timeout, (250,))
 
-    async def vrfy(self, address: str, /, *, timeout: Timeout = _default) -> SMTPResponse:
-        """Send VRFY for ``address``.
+    async def vrfy(
+        self,
+        address: str,
+        /,
+        *,
+        options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
+        """Send VRFY for ``address`` (a mailbox or a user's name).
+
+        Args:
+            options: ESMTP parameters; ``SMTPUTF8`` (RFC 6531) sends a
+                non-ASCII ``address`` as UTF-8.
 
         Raises:
-            ValueError: an unsafe address.
+            ValueError: an unsafe address or option, or a non-ASCII address
+                without ``SMTPUTF8``.
+            SMTPNotSupported: ``SMTPUTF8`` given and the server does not offer it.
             SMTPResponseException: a reply other than 250, 251 or 252.
         """
-        line = f"VRFY {commands.envelope_address(address)}"
-        return await self._simple(Command.OTHER, line, timeout, (250, 251, 252))
+        return await self._query("VRFY", address, options, timeout, (250, 251, 252))
 
-    async def expn(self, address: str, /, *, timeout: Timeout = _default) -> SMTPResponse:
+    async def expn(
+        self,
+        address: str,
+        /,
+        *,
+        options: Iterable[str] | None = None,
+        timeout: Timeout = _default,
+    ) -> SMTPResponse:
         """Send EXPN for a mailing list.
 
+        Args:
+            options: as for :meth:`vrfy`.
+
         Raises:
-            ValueError: an unsafe argument.
+            ValueError: an unsafe argument or option.
+            SMTPNotSupported: ``SMTPUTF8`` given and the server does not offer it.
             SMTPResponseException: a reply other than 250, 251 or 252.
         """
-        line = f"EXPN {commands.envelope_address(address)}"
-        return await self._simple(Command.OTHER, line, timeout, (250, 251, 252))
+        return await self._query("EXPN", address, options, timeout, (250, 251, 252))
+
+    async def _query(
+        self,
+        verb: str,
+        address: str,
+        options: Iterable[str] | None,
+        timeout: Timeout,
+        accept: tuple[int, ...],
+    ) -> SMTPResponse:
+        """VRFY or EXPN: EHLO first if needed (SMTPUTF8 must be offered), then the command."""
+        # An empty argument is the server's to refuse (501), as in aiosmtplib.
+        argument = commands.envelope_address(address, allow_empty=True)
+        parameters = [commands.option(value) for value in options or ()]
+        utf8 = any(value.upper() == "SMTPUTF8" for value in parameters)
+        line_parts = [argument, *parameters] if argument else parameters
+        # Encoded before anything is sent: a non-ASCII address needs SMTPUTF8.
+        line = commands.command(verb, *line_parts, encoding="utf-8" if utf8 else "ascii")
+        async with self._get_lock():
+            timeout_value = self._timeout(timeout)
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            if utf8 and not self.supports_extension("smtputf8"):
+                raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+            reply = await self._exchange(Command.OTHER, line, timeout_value)
+        if reply.code not in accept:
+            raise SMTPResponseException(reply.code, reply.message)
+        return reply
 
     async def quit(self, timeout: Timeout = _default) -> SMTPResponse:
         """Send QUIT and close the connection.
@@ -624,9 +697,12 @@ class SMTP:
         """Send MAIL FROM (start a transaction).
 
         Raises:
-            ValueError: an unsafe address or option.
+            ValueError: an unsafe address or option (UnicodeEncodeError for an
+                address that ``encoding`` cannot represent, as in aiosmtplib).
             SMTPSenderRefused: a reply other than 250.
         """
+        if isinstance(sender, str):
+            sender.encode(encoding)
         data = commands.mail_from(sender, options or (), utf8=encoding.lower() != "ascii")
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
@@ -647,9 +723,12 @@ class SMTP:
         """Send RCPT TO (add a recipient).
 
         Raises:
-            ValueError: an unsafe address or option.
+            ValueError: an unsafe address or option (UnicodeEncodeError for an
+                address that ``encoding`` cannot represent, as in aiosmtplib).
             SMTPRecipientRefused: a reply other than 250 or 251.
         """
+        if isinstance(recipient, str):
+            recipient.encode(encoding)
         data = commands.rcpt_to(recipient, options or (), utf8=encoding.lower() != "ascii")
         async with self._get_lock():
             reply = await self._exchange(Command.RCPT, data, self._timeout(timeout))
@@ -770,7 +849,12 @@ class SMTP:
     ) -> SMTPResponse:
         await self._ehlo_or_helo_if_needed(timeout)
         if not self.supports_extension("auth"):
-            raise SMTPNotSupported("SMTP AUTH extension not supported by server.")
+            message = "SMTP AUTH extension not supported by server."
+            transport = self._transport
+            if transport is not None and not transport.encrypted:
+                # Servers commonly offer AUTH only once the connection is encrypted.
+                message += " Try connecting via TLS (or STARTTLS)."
+            raise SMTPNotSupported(message)
         names = [name for name in MECHANISMS if name in self._extensions.auth_mechanisms]
         if not names:
             raise SMTPNotSupported(

@@ -62,6 +62,11 @@ class ConnectionConfig:
     allow_insecure_auth: bool = False
 
     def __post_init__(self) -> None:
+        # As aiosmtplib: whitespace around the EHLO/HELO name is dropped (a name
+        # read from a file or an environment variable often ends with a newline);
+        # whitespace inside it is refused by validate().
+        if isinstance(self.local_hostname, str):
+            object.__setattr__(self, "local_hostname", self.local_hostname.strip())
         self.validate()
 
     def validate(self) -> None:
@@ -82,10 +87,12 @@ class ConnectionConfig:
             )
         if self.socket_path is not None and self.sock is not None:
             raise ValueError("The socket_path and sock options are not compatible.")
-        if (self.socket_path is not None or self.sock is not None) and (
-            self.hostname is not None and self.port is not None
-        ):
-            raise ValueError("A socket_path or sock replaces hostname and port.")
+        through_socket = self.socket_path is not None or self.sock is not None
+        if through_socket and self.port is not None:
+            raise ValueError("A socket_path or sock replaces the port: give no port with it.")
+        if through_socket and self.use_tls and self.hostname is None:
+            # The certificate is checked against hostname: without it, nothing is.
+            raise ValueError("TLS over a socket_path or sock needs the hostname to verify.")
         if self.port is not None and (
             isinstance(self.port, bool)
             or not isinstance(self.port, int)
@@ -95,11 +102,14 @@ class ConnectionConfig:
         if self.timeout is not None and (
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, (int, float))
-            or not self.timeout > 0
+            or not self.timeout >= 0
         ):
-            raise ValueError(f"Invalid timeout: {self.timeout!r} (seconds > 0, or None)")
+            # 0 is allowed, as in aiosmtplib: every wait then times out at once.
+            raise ValueError(f"Invalid timeout: {self.timeout!r} (seconds >= 0, or None)")
         if self.hostname is not None and not isinstance(self.hostname, str):
             raise TypeError(f"hostname must be a str, not {type(self.hostname).__name__}")
+        if self.hostname is not None and ("\r" in self.hostname or "\n" in self.hostname):
+            raise ValueError(f"The hostname contains a line break: {self.hostname!r}")
         if self.local_hostname is not None:
             ehlo_name(self.local_hostname)
 

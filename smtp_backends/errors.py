@@ -3,14 +3,17 @@
 Every exception derives from :class:`SMTPException`. The names and the
 constructor signatures follow aiosmtplib's, so code written for aiosmtplib
 keeps working; each class also derives from its :mod:`smtplib` counterpart
-(and transport errors from :class:`ConnectionError` / :class:`TimeoutError`),
+(and transport errors from :class:`ConnectionError` / :class:`TimeoutError`,
+which is also :class:`asyncio.TimeoutError` on every supported Python),
 so ``except smtplib.SMTPException`` keeps catching everything we raise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import ssl
+import sys
 
 __all__ = (
     "SMTPAuthenticationError",
@@ -73,8 +76,17 @@ class SMTPUnknownOutcomeError(SMTPServerDisconnected):
     """
 
 
-class SMTPTimeoutError(SMTPException, TimeoutError):
-    """A network operation took longer than its timeout; the connection is closed."""
+if sys.version_info >= (3, 11):
+
+    class SMTPTimeoutError(SMTPException, TimeoutError):
+        """A network operation took longer than its timeout; the connection is closed."""
+
+else:
+    # Before 3.11 asyncio.TimeoutError is a class of its own, not the builtin
+    # TimeoutError; aiosmtplib's timeouts are asyncio's, so ours are both, and
+    # ``except asyncio.TimeoutError`` catches them on every supported Python.
+    class SMTPTimeoutError(SMTPException, TimeoutError, asyncio.TimeoutError):
+        """A network operation took longer than its timeout; the connection is closed."""
 
 
 class SMTPReadTimeoutError(SMTPTimeoutError):

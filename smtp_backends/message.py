@@ -352,4 +352,10 @@ def envelope_for_message(
             "An address needs SMTPUTF8, and SMTPUTF8 is not supported by the server"
         )
     data = flatten(message, utf8=utf8, eight_bit=extensions.supports("8bitmime"))
-    return envelope_for_data(sender, recipients, data, mail_options, rcpt_options, extensions)
+    options = list(mail_options or ())
+    if utf8 and extensions.supports("8bitmime"):
+        # As aiosmtplib: an SMTPUTF8 message is declared 8-bit too, after SMTPUTF8
+        # (its header fields may be raw UTF-8, RFC 6532).
+        given = {str(o).split("=", 1)[0].upper() for o in options}
+        options += [k for k in ("SMTPUTF8", "BODY=8BITMIME") if k.split("=")[0] not in given]
+    return envelope_for_data(sender, recipients, data, options, rcpt_options, extensions)

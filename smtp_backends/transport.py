@@ -464,7 +464,8 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
     if context is not None:
         server_hostname = config.hostname if config.sock is not None else host
     factory: Callable[[], SMTPTransport] = lambda: SMTPTransport(ClientConnection())  # noqa: E731
-    where = f"{host}:{port}"
+    # Worded as aiosmtplib's errors, which name the port tried (the default one too).
+    where = f"{host} on port {port}"
     try:
         if config.sock is not None:
             where = "the given socket"
@@ -490,7 +491,7 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
             )
         _, protocol = await asyncio.wait_for(connecting, timeout)
     except asyncio.TimeoutError:
-        raise SMTPConnectTimeoutError(f"Timed out connecting to {where} ({timeout} s)") from None
+        raise SMTPConnectTimeoutError(f"Timed out connecting to {where}") from None
     except ssl.SSLError as exc:
         raise translate_tls_error(exc, f"Connecting to {where}") from None
     except OSError as exc:

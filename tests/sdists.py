@@ -4,10 +4,14 @@
 holds the ``tests/`` tree; wheels do not) into a cache directory:
 ``$SMTP_BACKENDS_UPSTREAM_CACHE``, else ``$XDG_CACHE_HOME/smtp-backends``
 (``~/.cache/smtp-backends``). Delete it to fetch again.
+
+When a sdist cannot be had, :class:`UnavailableError` is raised; the suites then follow
+``integrations/requirements.py``'s rule: they fail under CI and skip elsewhere.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -40,6 +44,8 @@ def fetch_sdist(project: str, version: str, directory: Path, override: Path | No
         UnavailableError: pip could not fetch it.
     """
     if override is not None:
+        if not override.is_file():
+            raise UnavailableError(f"{override} (the sdist to use instead) is not a file")
         return override
     names = [f"{project.lower()}-{version}.tar.gz", f"{project}-{version}.tar.gz"]
     for name in names:
@@ -70,6 +76,13 @@ def extract_tree(sdist: Path, inside: tuple[str, ...], target: Path) -> Path:
     """
     if target.exists():
         return target
+    try:
+        return _extract(sdist, inside, target)
+    except (OSError, tarfile.TarError) as exc:
+        raise UnavailableError(f"{sdist} cannot be extracted: {exc}") from exc
+
+
+def _extract(sdist: Path, inside: tuple[str, ...], target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
     depth = 1 + len(inside)
@@ -102,3 +115,28 @@ def extract_tree(sdist: Path, inside: tuple[str, ...], target: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def aiosmtplib_source() -> Path:
+    """The installed aiosmtplib's source tree (``tests/``, ``docs/``...), from its sdist.
+
+    Its own copy of the library (``src/``) is removed: its tests are to import the shim
+    over smtp_backends. ``$SMTP_BACKENDS_AIOSMTPLIB_SDIST`` names a sdist to use instead
+    of downloading one.
+
+    Raises:
+        UnavailableError: aiosmtplib is not installed, or its sdist cannot be fetched.
+    """
+    try:
+        version = importlib.metadata.version("aiosmtplib")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise UnavailableError("aiosmtplib is not installed (pip install -e '.[dev]')") from exc
+    base = cache_root() / "aiosmtplib-tests"
+    override = os.environ.get("SMTP_BACKENDS_AIOSMTPLIB_SDIST")
+    sdist = fetch_sdist(
+        "aiosmtplib", version, base / "sdists", Path(override) if override else None
+    )
+    root = extract_tree(sdist, (), base / version / "source")
+    # Its pytest settings put src/ first on sys.path: without it, the shim is aiosmtplib.
+    shutil.rmtree(root / "src", ignore_errors=True)
+    return root

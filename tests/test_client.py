@@ -267,7 +267,8 @@ def test_settable_attributes_are_validated() -> None:
     assert (client.timeout, client.hostname, client.port) == (2.5, "mail.example.com", 2525)
     assert client.config.timeout == 2.5
     assert "mail.example.com:2525" in repr(client)
-    for bad in (0, -1, "5"):
+    # 0 is a valid timeout (issue 17: as aiosmtplib); negatives and strings are not.
+    for bad in (-0.5, -1, "5"):
         with pytest.raises(ValueError):
             client.timeout = bad
     with pytest.raises(ValueError):
@@ -285,11 +286,13 @@ def test_attributes_can_be_set_to_none() -> None:
     assert "localhost:25" in repr(client)
 
 
-async def test_connect_timeout_none_disables_timeout(smtpd: SMTPServer) -> None:
+async def test_connect_timeout_applies_to_that_connect_only(smtpd: SMTPServer) -> None:
+    """Issue 17: as aiosmtplib, connect(timeout=...) leaves the client's timeout alone."""
     client = client_for(smtpd, timeout=5)
     await client.connect(timeout=None)
     try:
-        assert client.timeout is None
+        assert client.timeout == 5
+        assert client.config.timeout == 5
     finally:
         await client.quit()
 
@@ -298,8 +301,9 @@ def test_timeout_keyword() -> None:
     assert SMTP().timeout == 60
     assert SMTP(timeout=1.5).timeout == 1.5
     assert SMTP(timeout=None).timeout is None
+    assert SMTP(timeout=0).timeout == 0  # issue 17: accepted, as aiosmtplib
     with pytest.raises(ValueError):
-        SMTP(timeout=0)
+        SMTP(timeout=-1)
 
 
 def test_contradictory_options_rejected() -> None:

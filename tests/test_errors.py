@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import pickle
 import smtplib
 import ssl
+import sys
 
 import pytest
 
@@ -399,3 +401,39 @@ def test_every_name_aiosmtplib_exports_is_exported_here() -> None:
     ]
     assert smtp_backends.SMTPStatus.completed == 250
     assert issubclass(smtp_backends.SMTPStatus, int)
+
+
+TIMEOUT_ERRORS = [
+    SMTPTimeoutError,
+    SMTPReadTimeoutError,
+    SMTPConnectTimeoutError,
+    SMTPUnknownOutcomeTimeoutError,
+    SMTPPoolTimeoutError,
+]
+
+
+@pytest.mark.parametrize("cls", TIMEOUT_ERRORS, ids=lambda cls: cls.__name__)
+def test_timeouts_are_asyncio_timeouts(cls: type[SMTPTimeoutError]) -> None:
+    """Before Python 3.11 asyncio.TimeoutError is not the builtin TimeoutError; ours are
+    both on every supported Python, as aiosmtplib's are asyncio's (the 3.10 job checks)."""
+    assert issubclass(cls, asyncio.TimeoutError)
+    assert issubclass(cls, TimeoutError)
+    with pytest.raises(asyncio.TimeoutError):
+        raise cls("timed out")
+    # What asyncio.wait_for raises and what we raise are caught by the same handler.
+    caught = []
+    for error in (cls("timed out"), asyncio.TimeoutError()):
+        try:
+            raise error
+        except asyncio.TimeoutError as exc:
+            caught.append(exc)
+    assert len(caught) == 2
+
+
+def test_the_interpreter_running_the_asyncio_timeout_test() -> None:
+    """Recorded so that the 3.10 job's run shows the case that matters was exercised."""
+    if sys.version_info < (3, 11):
+        assert asyncio.TimeoutError is not TimeoutError
+        assert SMTPTimeoutError.__mro__.index(asyncio.TimeoutError) > 0
+    else:
+        assert asyncio.TimeoutError is TimeoutError
