@@ -70,6 +70,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         description="Connect to an SMTP server and report what it offers, with a verdict.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument(
         "target",
@@ -366,7 +367,7 @@ def run(arguments: argparse.Namespace, environ: dict[str, str] | None = None) ->
     """Run ``check``; returns the exit status."""
     try:
         if arguments.target is not None:
-            arguments.host = arguments.target
+            arguments.hostname = arguments.target
         options = connection_options(arguments, environ)
         if "hostname" not in options:
             raise SettingsError(f"give HOST[:PORT] or set {ENV_PREFIX}HOST")

@@ -31,6 +31,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "in-process capture server, then show what arrived.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--messages", type=int, default=5, help="messages per batch (default 5)")
     return parser

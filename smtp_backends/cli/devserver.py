@@ -38,6 +38,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         description=f"Needs aiosmtpd: {INSTALL_HINT}",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     parser.add_argument("--smtp-port", type=_port, default=1025, help="0 picks a free port")

@@ -52,8 +52,11 @@ class Progress(Protocol):
     def start(self, total: int, where: str) -> None:
         """The batch of ``total`` messages starts going to ``where``."""
 
-    def update(self, done: int, status: str, line: str) -> None:
-        """One more message settled (``done`` so far) with ``status``; ``line`` tells it."""
+    def update(self, done: int, status: str, line: str, problem: bool) -> None:
+        """One more message settled (``done`` so far) with ``status``; ``line`` tells it.
+
+        ``problem``: the message was not sent to every recipient.
+        """
 
     def note(self, text: str) -> None:
         """A remark outside the per-message lines (an interruption...)."""
@@ -68,7 +71,7 @@ class SilentProgress:
     def start(self, total: int, where: str) -> None:
         """Nothing to show."""
 
-    def update(self, done: int, status: str, line: str) -> None:
+    def update(self, done: int, status: str, line: str, problem: bool) -> None:
         """Nothing to show."""
 
     def note(self, text: str) -> None:
@@ -90,7 +93,7 @@ class PlainProgress:
         self.total = total
         self._write(f"sending {total} message{'s' if total != 1 else ''} to {where}")
 
-    def update(self, done: int, status: str, line: str) -> None:
+    def update(self, done: int, status: str, line: str, problem: bool) -> None:
         """Write the message's line."""
         self._write(f"[{done}/{self.total}] {status} {line}")
 
@@ -125,7 +128,9 @@ class RichProgress:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("[green]{task.fields[sent]} sent[/] [red]{task.fields[problems]} not[/]"),
+            TextColumn(
+                "[green]{task.fields[sent]} sent[/] [red]{task.fields[problems]} not sent[/]"
+            ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,
@@ -140,12 +145,13 @@ class RichProgress:
         self.bar.start()
         self.task = self.bar.add_task(f"sending to {where}", total=total, sent=0, problems=0)
 
-    def update(self, done: int, status: str, line: str) -> None:
+    def update(self, done: int, status: str, line: str, problem: bool) -> None:
         """Move the bar; print a message that was not simply sent above it."""
         if status == "sent":
             self.sent += 1
         else:
             self.problems += 1
+        if problem:
             self.bar.console.print(f"{status} {one_line(line)}", markup=False)
         self.bar.update(self.task, completed=done, sent=self.sent, problems=self.problems)
 

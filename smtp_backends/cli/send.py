@@ -60,7 +60,7 @@ outcome is unknown (it may have been delivered: do not resend it blindly);
 130 interrupted by Ctrl-C.
 """
 
-STATUSES = ("sent", "refused", "failed", "unknown", "not sent")
+STATUSES = ("sent", "refused", "failed", "unknown", "not_sent")
 
 
 class NotSent(Exception):
@@ -77,7 +77,7 @@ class MessageResult:
     size: int
     #: One of :data:`STATUSES`: sent (maybe with some recipients refused),
     #: refused (every recipient refused), failed, unknown outcome, not sent.
-    status: str = "not sent"
+    status: str = "not_sent"
     #: The server's reply to the end of data, for a sent message.
     reply: str | None = None
     #: Refused recipients and the server's reply to each.
@@ -97,7 +97,7 @@ class MessageResult:
         elif isinstance(outcome, SMTPUnknownOutcomeError):
             self.status, self.error = "unknown", one_line(str(outcome))
         elif isinstance(outcome, NotSent):
-            self.status, self.error = "not sent", str(outcome)
+            self.status, self.error = "not_sent", str(outcome)
         elif isinstance(outcome, SMTPResponseException):
             self.status = "failed"
             self.error = one_line(f"{type(outcome).__name__}: {outcome.code} {outcome.message}")
@@ -136,6 +136,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         description="Send messages and report what happened to each.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument(
         "sources",
@@ -236,14 +237,19 @@ class _Batch:
         result = self.results[index]
         result.settle(outcome)
         self.done += 1
-        self.progress.update(self.done, result.status, result.line())
+        self.progress.update(
+            self.done,
+            result.status.replace("_", " "),
+            result.line(),
+            problem=result.status != "sent" or bool(result.refused),
+        )
 
     def interrupt(self) -> None:
         """Ctrl-C: first stop handing out messages, the second time cut the connections."""
         if not self.stopping:
             self.stopping = True
             self.progress.note(
-                "interrupted: finishing the messages already sent to the server "
+                "interrupted: finishing the messages already handed to the connection "
                 "(Ctrl-C again to cut the connection)"
             )
         elif self.task is not None and not self.aborted:
@@ -309,7 +315,7 @@ def summarise(results: Sequence[MessageResult]) -> dict[str, int]:
     counts = {status: 0 for status in STATUSES}
     for result in results:
         counts[result.status] += 1
-    counts["recipients refused"] = sum(len(result.refused) for result in results)
+    counts["recipients_refused"] = sum(len(result.refused) for result in results)
     return counts
 
 
@@ -320,7 +326,7 @@ def exit_status(results: Sequence[MessageResult], interrupted: bool) -> int:
         return EXIT_INTERRUPTED
     if counts["unknown"]:
         return EXIT_UNKNOWN
-    if counts["failed"] or counts["refused"] or counts["recipients refused"]:
+    if counts["failed"] or counts["refused"] or counts["recipients_refused"]:
         return EXIT_FAILED
     return EXIT_OK
 
@@ -337,8 +343,8 @@ def _print_summary(
         ("refused", "refused (every recipient)"),
         ("failed", "failed"),
         ("unknown", "unknown outcome"),
-        ("not sent", "not sent"),
-        ("recipients refused", "recipients refused"),
+        ("not_sent", "not sent"),
+        ("recipients_refused", "recipients refused"),
     )
     for key, label in labels:
         out.write(f"  {label + ':':<27}{counts[key]:>6}\n")
@@ -346,7 +352,7 @@ def _print_summary(
         ("refused", "Refused recipients"),
         ("failed", "Failed"),
         ("unknown", "Unknown outcome (may have been delivered; do not resend blindly)"),
-        ("not sent", "Not sent"),
+        ("not_sent", "Not sent"),
     ):
         if status == "refused":
             lines = [

@@ -73,7 +73,8 @@ def strip_bcc(data: bytes) -> bytes:
     Everything else, the body included, is left byte for byte as it was.
     """
     end = _HEADER_END.search(data)
-    header_end = end.start() if end else len(data)
+    # The header section ends with its last field's line break; the blank line is not in it.
+    header_end = len(data) if end is None else end.start() + (2 if data[end.start()] == 13 else 1)
     header = data[:header_end]
     lines = header.splitlines(keepends=True)
     kept: list[bytes] = []
@@ -93,10 +94,7 @@ def strip_bcc(data: bytes) -> bytes:
             kept.append(line)
     if not changed:
         return data
-    new_header = b"".join(kept)
-    if header and not new_header.endswith((b"\n", b"\r")) and header.endswith((b"\n", b"\r")):
-        new_header += b"\r\n"
-    return new_header + data[header_end:]
+    return b"".join(kept) + data[header_end:]
 
 
 def split_addresses(values: Sequence[str] | None, flag: str) -> list[str]:
