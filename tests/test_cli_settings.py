@@ -270,7 +270,8 @@ def test_load_files_directories_and_mboxes(tmp_path: Path) -> None:
     (tmp_path / "box" / "notes.txt").write_text("not a message")
     mbox = tmp_path / "archive.mbox"
     mbox.write_bytes(
-        b"From a@example.org Thu Dec  3 10:00:00 2026\n" + _eml("m1@example.org").replace(b"\r", b"")
+        b"From a@example.org Thu Dec  3 10:00:00 2026\n"
+        + _eml("m1@example.org").replace(b"\r", b"")
         + b"\nFrom a@example.org Thu Dec  3 10:00:01 2026\n"
         + _eml("m2@example.org").replace(b"\r", b"")
     )  # fmt: skip
@@ -373,7 +374,7 @@ def test_built_message_keeps_bcc_out_of_its_bytes(tmp_path: Path) -> None:
         build_message(sender="me@example.org", to=["a@example.org"], attachments=["/nope"])
     with pytest.raises(SourceError, match="--html: cannot read"):
         build_message(sender="me@example.org", to=["a@example.org"], html="@/nope.html")
-    stdin = io.BytesIO("Body from stdin\n".encode())
+    stdin = io.BytesIO(b"Body from stdin\n")
     from_stdin = build_message(
         sender="me@example.org", to=["a@example.org"], body="@-", stdin=stdin
     )

@@ -100,7 +100,9 @@ def _from_peercert(info: dict[str, Any], der: bytes | None) -> CertificateInfo:
         parts = [f"{name}={value}" for rdn in info.get(key, ()) for name, value in rdn]
         return ",".join(reversed(parts))
 
-    names = tuple(value for kind, value in info.get("subjectAltName", ()) if kind in ("DNS", "IP"))
+    names = tuple(
+        value for kind, value in info.get("subjectAltName", ()) if kind in ("DNS", "IP Address")
+    )
     not_after = None
     if "notAfter" in info:
         seconds = ssl.cert_time_to_seconds(info["notAfter"])

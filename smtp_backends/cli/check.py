@@ -18,6 +18,7 @@ import asyncio
 import email.utils
 import sys
 import time
+from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
 
@@ -40,7 +41,7 @@ from .settings import (
     read_password,
 )
 
-__all__ = ("add_parser", "run")
+__all__ = ("add_parser", "resolve", "run")
 
 EPILOG = f"""\
 examples:
@@ -363,29 +364,45 @@ def _extensions(extensions: dict[str, str]) -> str:
     )
 
 
-def run(arguments: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
+def resolve(
+    arguments: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """The connection options and the password (None without ``--login``) to check with.
+
+    Port 465 means implicit TLS (RFC 8314 3.3) unless TLS was set either way.
+
+    Raises:
+        SettingsError: an unusable flag or variable (the text names it).
+        ValueError: contradictory settings.
+    """
+    if arguments.target is not None:
+        arguments.hostname = arguments.target
+    options = connection_options(arguments, environ)
+    if "hostname" not in options:
+        raise SettingsError(f"give HOST[:PORT] or set {ENV_PREFIX}HOST")
+    if options.get("port") == 465 and "use_tls" not in options and "start_tls" not in options:
+        options["use_tls"] = True
+    if arguments.warn_days < 0:
+        raise SettingsError("--warn-days must be 0 or more")
+    password = None
+    if arguments.login:
+        if "username" not in options:
+            raise SettingsError(f"--login needs --username (or {ENV_PREFIX}USERNAME)")
+        password = read_password(arguments, environ, interactive=sys.stdin.isatty())
+    if arguments.send_test is not None and "@" not in arguments.send_test:
+        raise SettingsError(f"--send-test: {arguments.send_test!r} is not an address")
+    SMTP(**options)  # contradictions reported now, before connecting
+    return options, password
+
+
+def run(arguments: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
     """Run ``check``; returns the exit status."""
     try:
-        if arguments.target is not None:
-            arguments.hostname = arguments.target
-        options = connection_options(arguments, environ)
-        if "hostname" not in options:
-            raise SettingsError(f"give HOST[:PORT] or set {ENV_PREFIX}HOST")
-        if options.get("port") == 465 and "use_tls" not in options and "start_tls" not in options:
-            options["use_tls"] = True  # port 465 is implicit TLS (RFC 8314 3.3)
-        if arguments.warn_days < 0:
-            raise SettingsError("--warn-days must be 0 or more")
-        password = None
-        if arguments.login:
-            if "username" not in options:
-                raise SettingsError(f"--login needs --username (or {ENV_PREFIX}USERNAME)")
-            password = read_password(arguments, environ, interactive=sys.stdin.isatty())
-        if arguments.send_test is not None and "@" not in arguments.send_test:
-            raise SettingsError(f"--send-test: {arguments.send_test!r} is not an address")
-        client = SMTP(**options)  # contradictions reported now, before connecting
+        options, password = resolve(arguments, environ)
     except (SettingsError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    client = SMTP(**options)
     host, port = client.config.effective_hostname, client.config.effective_port
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     report = _Report(where)

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -370,7 +370,7 @@ def _print_summary(
     out.flush()
 
 
-def run(arguments: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
+def run(arguments: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
     """Run ``send``; returns the exit status."""
     if arguments.connections < 1:
         print("error: --connections must be at least 1", file=sys.stderr)

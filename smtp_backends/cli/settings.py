@@ -186,7 +186,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_flag: bool
     group.add_argument(
         "--port", type=_flag_type(parse_port), help="(PORT; default 25, 465 with --tls)"
     )
-    group.add_argument("--username", type=_flag_type(_parse_text), help="log in as (USERNAME)")
+    group.add_argument(
+        "--username", type=_flag_type(_parse_text), metavar="NAME", help="log in as (USERNAME)"
+    )
     group.add_argument(
         "--password-env",
         metavar="VAR",
@@ -208,7 +210,10 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_flag: bool
         help="upgrade with STARTTLS: when offered (auto, the default), required, never (START_TLS)",
     )
     group.add_argument(
-        "--timeout", type=_flag_type(parse_timeout), help="seconds per operation (TIMEOUT; 60)"
+        "--timeout",
+        type=_flag_type(parse_timeout),
+        metavar="SECONDS",
+        help="seconds per operation (TIMEOUT; 60)",
     )
     group.add_argument(
         "--no-verify",
@@ -221,10 +226,15 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_flag: bool
         "--cafile",
         type=_flag_type(_parse_file),
         dest="cert_bundle",
+        metavar="FILE",
         help="extra trusted CA certificates, PEM (CA_FILE)",
     )
-    group.add_argument("--client-cert", type=_flag_type(_parse_file), help="(CLIENT_CERT)")
-    group.add_argument("--client-key", type=_flag_type(_parse_file), help="(CLIENT_KEY)")
+    group.add_argument(
+        "--client-cert", type=_flag_type(_parse_file), metavar="FILE", help="(CLIENT_CERT)"
+    )
+    group.add_argument(
+        "--client-key", type=_flag_type(_parse_file), metavar="FILE", help="(CLIENT_KEY)"
+    )
     group.add_argument("--local-hostname", type=_flag_type(_parse_text), help="name sent with EHLO")
     group.add_argument(
         "--no-pipelining",
