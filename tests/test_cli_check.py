@@ -8,6 +8,8 @@ import json
 import os
 import pty
 import select
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,14 +20,27 @@ from typing import Any
 import pytest
 import trustme
 
-from smtp_backends.cli import build_parser
+from smtp_backends.cli import build_parser, certificates
 from smtp_backends.cli.certificates import name_matches
 from smtp_backends.cli.check import resolve
 from smtp_backends.cli.settings import SettingsError
 from tests.servers import PASSWORD, USERNAME, SMTPServer, free_port, server_context_for
-from tests.test_cli_send import COMMAND, cli_environment, host, run_cli
+from tests.test_cli_send import (
+    COMMAND,
+    Runner,
+    cli_environment,
+    host,
+    run_cli,
+    run_in_process,
+)
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+@pytest.fixture(params=["subprocess", "in-process"])
+def cli(request: pytest.FixtureRequest) -> Runner:
+    """Runs the command line as a subprocess, or in this process (which coverage sees)."""
+    return run_cli if request.param == "subprocess" else run_in_process
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +78,16 @@ def implicit_tls(make_smtpd: Callable[..., SMTPServer], chained_ca: trustme.CA) 
     return make_smtpd(tls_mode="implicit", tls_context=context, auth=True)
 
 
-def check(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return run_cli("check", *argv, env=env)
+def check(
+    cli: Runner, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return cli("check", *argv, env=env)
 
 
-def check_json(*argv: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    result = check(*argv, "--json", env=env)
+def check_json(
+    cli: Runner, *argv: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    result = check(cli, *argv, "--json", env=env)
     assert result.stderr == "", result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -77,10 +96,10 @@ def check_json(*argv: str, env: dict[str, str] | None = None) -> tuple[int, dict
 
 
 def test_starttls_with_a_certificate_that_expires_soon_warns(
-    soon_expiring_starttls: SMTPServer, chained_ca_file: Path
+    cli: Runner, soon_expiring_starttls: SMTPServer, chained_ca_file: Path
 ) -> None:
     server = soon_expiring_starttls
-    result = check(host(server), "--cafile", str(chained_ca_file))
+    result = check(cli, host(server), "--cafile", str(chained_ca_file))
     assert result.returncode == 3, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"Checking {host(server)}"
@@ -96,16 +115,17 @@ def test_starttls_with_a_certificate_that_expires_soon_warns(
     assert "  AUTH:       CRAM-MD5 LOGIN PLAIN XOAUTH2\n" in result.stdout
     assert lines[-1] == "WARN: the certificate expires in 5 days (under 14)"
     # Fewer days to warn about: OK.
-    quiet = check(host(server), "--cafile", str(chained_ca_file), "--warn-days", "3")
+    quiet = check(cli, host(server), "--cafile", str(chained_ca_file), "--warn-days", "3")
     assert quiet.returncode == 0
     assert quiet.stdout.splitlines()[-1] == f"OK: {host(server)} accepts mail over TLS"
 
 
 def test_implicit_tls_shows_the_chain_and_logs_in_and_sends(
-    implicit_tls: SMTPServer, chained_ca_file: Path
+    cli: Runner, implicit_tls: SMTPServer, chained_ca_file: Path
 ) -> None:
     env = {"SMTP_BACKENDS_PASSWORD": PASSWORD, "SMTP_BACKENDS_CA_FILE": str(chained_ca_file)}
     status, report = check_json(
+        cli,
         host(implicit_tls), "--tls", "--username", USERNAME, "--login",
         "--send-test", "probe@example.org", "--from", "me@example.org", env=env,
     )  # fmt: skip
@@ -134,10 +154,11 @@ def test_implicit_tls_shows_the_chain_and_logs_in_and_sends(
 
 
 def test_a_refused_login_fails_and_never_shows_the_password(
-    implicit_tls: SMTPServer, chained_ca_file: Path
+    cli: Runner, implicit_tls: SMTPServer, chained_ca_file: Path
 ) -> None:
     env = {"WRONG": "not-the-password", "SMTP_BACKENDS_PASSWORD": PASSWORD}
     result = check(
+        cli,
         host(implicit_tls), "--tls", "--cafile", str(chained_ca_file),
         "--username", USERNAME, "--login", "--password-env", "WRONG", env=env,
     )  # fmt: skip
@@ -149,12 +170,19 @@ def test_a_refused_login_fails_and_never_shows_the_password(
 
 
 def test_an_untrusted_certificate_fails_and_no_password_is_sent(
-    make_smtpd: Callable[..., SMTPServer], untrusted_server_tls_context: Any
+    cli: Runner, make_smtpd: Callable[..., SMTPServer], untrusted_server_tls_context: Any
 ) -> None:
     server = make_smtpd(tls_mode="starttls", tls_context=untrusted_server_tls_context, auth=True)
     env = {"SMTP_BACKENDS_PASSWORD": PASSWORD}
     result = check(
-        host(server), "--username", USERNAME, "--login", "--send-test", "x@example.org", env=env
+        cli,
+        host(server),
+        "--username",
+        USERNAME,
+        "--login",
+        "--send-test",
+        "x@example.org",
+        env=env,
     )
     assert result.returncode == 1
     out = result.stdout
@@ -166,7 +194,7 @@ def test_an_untrusted_certificate_fails_and_no_password_is_sent(
     assert server.handler.logins == [] and server.messages == []
     assert "AUTH" not in server.handler.commands
     # With verification turned off it works, with a warning.
-    unverified = check(host(server), "--no-verify")
+    unverified = check(cli, host(server), "--no-verify")
     assert unverified.returncode == 3
     assert unverified.stdout.splitlines()[-1] == (
         "WARN: the certificate was not verified (--no-verify)"
@@ -174,10 +202,13 @@ def test_an_untrusted_certificate_fails_and_no_password_is_sent(
 
 
 def test_a_certificate_for_another_host_fails(
-    make_smtpd: Callable[..., SMTPServer], wrong_host_server_tls_context: Any, ca_bundle_path: Path
+    cli: Runner,
+    make_smtpd: Callable[..., SMTPServer],
+    wrong_host_server_tls_context: Any,
+    ca_bundle_path: Path,
 ) -> None:
     server = make_smtpd(tls_mode="implicit", tls_context=wrong_host_server_tls_context)
-    status, report = check_json(host(server), "--tls", "--cafile", str(ca_bundle_path))
+    status, report = check_json(cli, host(server), "--tls", "--cafile", str(ca_bundle_path))
     assert status == 1
     assert report["tls"]["verified"] is False and report["tls"]["name_matches"] is False
     assert "127.0.0.1" in report["tls"]["verify_error"]
@@ -186,10 +217,13 @@ def test_a_certificate_for_another_host_fails(
 
 
 def test_an_expired_certificate_fails(
-    make_smtpd: Callable[..., SMTPServer], expired_server_tls_context: Any, ca_bundle_path: Path
+    cli: Runner,
+    make_smtpd: Callable[..., SMTPServer],
+    expired_server_tls_context: Any,
+    ca_bundle_path: Path,
 ) -> None:
     server = make_smtpd(tls_mode="starttls", tls_context=expired_server_tls_context)
-    status, report = check_json(host(server), "--cafile", str(ca_bundle_path))
+    status, report = check_json(cli, host(server), "--cafile", str(ca_bundle_path))
     assert status == 1
     assert "expired" in report["tls"]["verify_error"]
     assert report["tls"]["chain"][0]["days_left"] < 0
@@ -199,30 +233,34 @@ def test_an_expired_certificate_fails(
 # --------------------------------------------------------------------------- without TLS
 
 
-def test_a_plaintext_server_warns(smtpd_auth: SMTPServer) -> None:
-    result = check(host(smtpd_auth))
+def test_a_plaintext_server_warns(cli: Runner, smtpd_auth: SMTPServer) -> None:
+    result = check(cli, host(smtpd_auth))
     assert result.returncode == 3
     assert "  TLS:        none\n" in result.stdout
     assert "  AUTH:       CRAM-MD5 LOGIN PLAIN XOAUTH2\n" in result.stdout
     assert result.stdout.splitlines()[-1] == (
         "WARN: no TLS: mail and passwords would cross the network in clear text"
     )
-    required = check(host(smtpd_auth), "--starttls", "yes")
+    required = check(cli, host(smtpd_auth), "--starttls", "yes")
     assert required.returncode == 1
     assert required.stdout.splitlines()[-1] == (
         "FAIL: STARTTLS is required and the server does not offer it"
     )
 
 
-def test_an_unreachable_server_fails() -> None:
-    status, report = check_json(f"127.0.0.1:{free_port()}", "--timeout", "5")
+def test_an_unreachable_server_fails(
+    cli: Runner,
+) -> None:
+    status, report = check_json(cli, f"127.0.0.1:{free_port()}", "--timeout", "5")
     assert status == 1
     assert report["verdict"] == "FAIL"
     assert report["failures"][0].startswith("cannot connect: Error connecting to 127.0.0.1:")
 
 
-def test_a_refused_test_message_fails(smtpd: SMTPServer) -> None:
-    result = check(host(smtpd), "--send-test", "refuse@example.org", "--from", "me@example.org")
+def test_a_refused_test_message_fails(cli: Runner, smtpd: SMTPServer) -> None:
+    result = check(
+        cli, host(smtpd), "--send-test", "refuse@example.org", "--from", "me@example.org"
+    )
     assert result.returncode == 1
     assert "  test:       me@example.org -> refuse@example.org: not accepted\n" in result.stdout
     assert result.stdout.splitlines()[-1] == (
@@ -230,15 +268,15 @@ def test_a_refused_test_message_fails(smtpd: SMTPServer) -> None:
     )
 
 
-def test_settings_from_the_environment(smtpd: SMTPServer) -> None:
+def test_settings_from_the_environment(cli: Runner, smtpd: SMTPServer) -> None:
     env = {"SMTP_BACKENDS_HOST": smtpd.host, "SMTP_BACKENDS_PORT": str(smtpd.port)}
-    status, report = check_json(env=env)
+    status, report = check_json(cli, env=env)
     assert status == 3
     assert report["target"] == host(smtpd) and report["greeting"].startswith("220 ")
     assert report["extensions"]["pipelining"] == ""
 
 
-def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors(cli: Runner) -> None:
     for argv, env, message in (
         ([], {}, "give HOST[:PORT] or set SMTP_BACKENDS_HOST"),
         (["h.example", "--login"], {}, "--login needs --username"),
@@ -248,7 +286,7 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
         (["h.example:99999"], {}, "99999 is not a port"),
         (["h.example"], {"SMTP_BACKENDS_TIMEOUT": "never"}, "SMTP_BACKENDS_TIMEOUT: 'never'"),
     ):
-        result = run_cli("check", *argv, env=env, input="")
+        result = cli("check", *argv, env=env, input="")
         assert result.returncode == 2, (argv, result.stdout, result.stderr)
         assert message in result.stderr
 
@@ -349,3 +387,23 @@ def test_the_password_prompt_does_not_echo(
     text = output.decode()
     assert answered and "  login:      alice: accepted (235" in text
     assert PASSWORD not in text
+
+
+def test_the_chain_read_in_process_with_and_without_cryptography(
+    implicit_tls: SMTPServer, chained_ca_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = ssl.create_default_context(cafile=str(chained_ca_file))
+    with (
+        socket.create_connection(implicit_tls.address, timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        full = certificates.describe_chain(tls)
+        monkeypatch.setattr(certificates, "cryptography_available", lambda: False)
+        fallback = certificates.describe_chain(tls)
+    assert len(full) == 2 and len(fallback) == 1
+    leaf = fallback[0]
+    assert leaf.names == full[0].names == ("localhost", "127.0.0.1")
+    assert leaf.sha256 == full[0].sha256
+    assert leaf.not_after == full[0].not_after
+    assert "organizationName=Check Root" not in leaf.subject and leaf.issuer
+    assert certificates.CertificateInfo("s", "i", (), None, None).days_left() is None

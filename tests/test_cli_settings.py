@@ -379,3 +379,20 @@ def test_built_message_keeps_bcc_out_of_its_bytes(tmp_path: Path) -> None:
         sender="me@example.org", to=["a@example.org"], body="@-", stdin=stdin
     )
     assert b"Body from stdin" in from_stdin.data
+
+
+def test_the_rich_progress_bar_in_process() -> None:
+    from smtp_backends.cli.output import RichProgress, make_progress
+
+    stream = io.StringIO()
+    assert type(make_progress(stream, quiet=False)).__name__ == "PlainProgress"
+    assert type(make_progress(stream, quiet=True)).__name__ == "SilentProgress"
+    progress = RichProgress(stream)
+    progress.start(2, "127.0.0.1:25")
+    progress.update(1, "sent", "a.eml: 250 OK", problem=False)
+    progress.note("a note")
+    progress.update(2, "failed", "b.eml: 554 no", problem=True)
+    progress.stop()
+    text = stream.getvalue()
+    assert "a note" in text and "failed b.eml: 554 no" in text and "a.eml" not in text
+    assert "2/2" in text and "1 sent" in text and "1 not sent" in text

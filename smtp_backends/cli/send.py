@@ -301,8 +301,10 @@ async def _run_batch(batch: _Batch, options: dict[str, Any], connections: int) -
         )
     try:
         await batch.task
-    except asyncio.CancelledError:
-        if not batch.aborted:
+    except BaseException:
+        # Judged by the task's state rather than the exception's class: only our own
+        # cancellation of the batch (the second Ctrl-C) is handled here.
+        if not (batch.aborted and batch.task.cancelled()):
             raise
         batch.finish_aborted()
     finally:
