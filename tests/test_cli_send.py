@@ -289,6 +289,12 @@ def test_an_unreachable_server_fails_every_message(cli: Runner, tmp_path: Path) 
         report = json.loads(result.stdout)
         assert report["counts"]["failed"] == 2
         assert all(m["error"].startswith("SMTPConnectError") for m in report["messages"])
+    # The text summary lists ten problems of a kind, then counts the rest.
+    many = write_box(tmp_path / "many", 12)
+    result = cli("send", "--host", f"127.0.0.1:{free_port()}", str(many), "-q")
+    assert result.returncode == 1
+    assert result.stdout.count(": SMTPConnectError: Error connecting to 127.0.0.1:") == 10
+    assert "  ... and 2 more (--json lists every message)\n" in result.stdout
 
 
 def test_usage_errors_exit_with_status_2(cli: Runner, tmp_path: Path) -> None:
@@ -326,7 +332,7 @@ def slow_smtpd() -> Iterator[SMTPServer]:
     server.stop()
 
 
-def _interrupt(argv: list[str], after_lines: int, signals: int) -> tuple[int, dict[str, Any]]:
+def _interrupt(argv: list[str], after_lines: int, signals: int) -> tuple[int, dict[str, Any], str]:
     """Run ``send`` with ``--json``, send SIGINT ``signals`` times once progress shows."""
     with subprocess.Popen(
         [*COMMAND, *argv, "--json"],
@@ -351,7 +357,7 @@ def _interrupt(argv: list[str], after_lines: int, signals: int) -> tuple[int, di
         finally:
             watchdog.cancel()
     assert "Traceback" not in err, err[-6000:]
-    return process.returncode, json.loads(out)
+    return process.returncode, json.loads(out), err
 
 
 @pytest.mark.parametrize("connections", ["1", "3"])
@@ -360,7 +366,7 @@ def test_ctrl_c_finishes_what_is_in_flight_and_reports_the_rest(
 ) -> None:
     box = write_box(tmp_path / "box", 40)
     argv = ["send", "--host", host(slow_smtpd), "--connections", connections, str(box)]
-    status, report = _interrupt(argv, after_lines=2, signals=1)
+    status, report, err = _interrupt(argv, after_lines=2, signals=1)
     assert status == 130
     assert report["interrupted"] is True and report["exit_status"] == 130
     counts = report["counts"]
@@ -372,11 +378,13 @@ def test_ctrl_c_finishes_what_is_in_flight_and_reports_the_rest(
     assert {m.rcpt_tos[0] for m in slow_smtpd.messages} == sent
     not_sent = [m for m in report["messages"] if m["status"] == "not_sent"]
     assert {m["error"] for m in not_sent} == {"not sent: interrupted before its turn"}
+    assert err.endswith(f"{len(not_sent)} not sent: interrupted before their turn\n")
+    assert "interrupted: finishing the messages already handed to the connection" in err
 
 
 def test_a_second_ctrl_c_cuts_the_connection(slow_smtpd: SMTPServer, tmp_path: Path) -> None:
     box = write_box(tmp_path / "box", 40)
-    status, report = _interrupt(
+    status, report, _ = _interrupt(
         ["send", "--host", host(slow_smtpd), str(box)], after_lines=2, signals=2
     )
     assert status == 130

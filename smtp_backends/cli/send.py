@@ -60,6 +60,9 @@ outcome is unknown (it may have been delivered: do not resend it blindly);
 130 interrupted by Ctrl-C.
 """
 
+#: Problems listed per kind in the text summary (``--json`` has every message).
+_LISTED = 10
+
 STATUSES = ("sent", "refused", "failed", "unknown", "not_sent")
 
 
@@ -214,6 +217,7 @@ class _Batch:
         self.settled = [False] * len(messages)
         self.handed_out = [False] * len(messages)
         self.done = 0
+        self.unsent = 0
         self.stopping = False
         self.aborted = False
         self.task: asyncio.Task[Any] | None = None
@@ -236,6 +240,10 @@ class _Batch:
         self.settled[index] = True
         result = self.results[index]
         result.settle(outcome)
+        if result.status == "not_sent":
+            # Not progress: the batch stopped before this one. Counted once, at the end.
+            self.unsent += 1
+            return
         self.done += 1
         self.progress.update(
             self.done,
@@ -366,7 +374,9 @@ def _print_summary(
             lines = [f"  {r.label}: {r.error}" for r in results if r.status == status]
         if lines:
             out.write(f"{title}:\n")
-            out.write("".join(one_line(line) + "\n" for line in lines))
+            out.write("".join(one_line(line) + "\n" for line in lines[:_LISTED]))
+            if len(lines) > _LISTED:
+                out.write(f"  ... and {len(lines) - _LISTED} more (--json lists every message)\n")
     if batch.stopping:
         out.write("Interrupted by Ctrl-C.\n")
     out.flush()
@@ -394,6 +404,8 @@ def run(arguments: argparse.Namespace, environ: Mapping[str, str] | None = None)
     progress.start(len(messages), where)
     try:
         asyncio.run(_run_batch(batch, options, arguments.connections))
+        if batch.unsent:
+            progress.note(f"{batch.unsent} not sent: interrupted before their turn")
     finally:
         progress.stop()
     elapsed = time.perf_counter() - started

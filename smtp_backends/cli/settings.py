@@ -133,28 +133,27 @@ def split_host_port(text: str) -> tuple[str, int | None]:
 
 @dataclass(frozen=True)
 class _Setting:
-    """One connection setting: its SMTP keyword, its flag, its variable, its parser."""
+    """One connection setting: its SMTP keyword (the flag's dest), its variable, its parser."""
 
     option: str
-    flag: str
     variable: str
     parse: Callable[[str], Any]
 
 
 _SETTINGS = (
-    _Setting("hostname", "--host", "HOST", _parse_text),
-    _Setting("port", "--port", "PORT", parse_port),
-    _Setting("username", "--username", "USERNAME", _parse_text),
-    _Setting("use_tls", "--tls", "USE_TLS", parse_bool),
-    _Setting("start_tls", "--starttls", "START_TLS", parse_start_tls),
-    _Setting("timeout", "--timeout", "TIMEOUT", parse_timeout),
-    _Setting("validate_certs", "--no-verify", "VALIDATE_CERTS", parse_bool),
-    _Setting("cert_bundle", "--cafile", "CA_FILE", _parse_file),
-    _Setting("client_cert", "--client-cert", "CLIENT_CERT", _parse_file),
-    _Setting("client_key", "--client-key", "CLIENT_KEY", _parse_file),
-    _Setting("local_hostname", "--local-hostname", "LOCAL_HOSTNAME", _parse_text),
-    _Setting("pipelining", "--no-pipelining", "PIPELINING", parse_bool),
-    _Setting("allow_insecure_auth", "--allow-insecure-auth", "ALLOW_INSECURE_AUTH", parse_bool),
+    _Setting("hostname", "HOST", _parse_text),
+    _Setting("port", "PORT", parse_port),
+    _Setting("username", "USERNAME", _parse_text),
+    _Setting("use_tls", "USE_TLS", parse_bool),
+    _Setting("start_tls", "START_TLS", parse_start_tls),
+    _Setting("timeout", "TIMEOUT", parse_timeout),
+    _Setting("validate_certs", "VALIDATE_CERTS", parse_bool),
+    _Setting("cert_bundle", "CA_FILE", _parse_file),
+    _Setting("client_cert", "CLIENT_CERT", _parse_file),
+    _Setting("client_key", "CLIENT_KEY", _parse_file),
+    _Setting("local_hostname", "LOCAL_HOSTNAME", _parse_text),
+    _Setting("pipelining", "PIPELINING", parse_bool),
+    _Setting("allow_insecure_auth", "ALLOW_INSECURE_AUTH", parse_bool),
 )
 
 
@@ -184,7 +183,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_flag: bool
             help="server name or address, or HOST:PORT (HOST; default localhost)",
         )
     group.add_argument(
-        "--port", type=_flag_type(parse_port), help="(PORT; default 25, 465 with --tls)"
+        "--port",
+        type=_flag_type(parse_port),
+        help="server port (PORT; default 25, 465 with --tls, 587 with --starttls yes)",
     )
     group.add_argument(
         "--username", type=_flag_type(_parse_text), metavar="NAME", help="log in as (USERNAME)"
@@ -230,12 +231,23 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_flag: bool
         help="extra trusted CA certificates, PEM (CA_FILE)",
     )
     group.add_argument(
-        "--client-cert", type=_flag_type(_parse_file), metavar="FILE", help="(CLIENT_CERT)"
+        "--client-cert",
+        type=_flag_type(_parse_file),
+        metavar="FILE",
+        help="client certificate, PEM (CLIENT_CERT)",
     )
     group.add_argument(
-        "--client-key", type=_flag_type(_parse_file), metavar="FILE", help="(CLIENT_KEY)"
+        "--client-key",
+        type=_flag_type(_parse_file),
+        metavar="FILE",
+        help="its private key, PEM (CLIENT_KEY)",
     )
-    group.add_argument("--local-hostname", type=_flag_type(_parse_text), help="name sent with EHLO")
+    group.add_argument(
+        "--local-hostname",
+        type=_flag_type(_parse_text),
+        metavar="NAME",
+        help="name sent with EHLO (LOCAL_HOSTNAME)",
+    )
     group.add_argument(
         "--no-pipelining",
         action="store_const",
