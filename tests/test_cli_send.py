@@ -442,7 +442,7 @@ def test_a_progress_bar_on_a_terminal(smtpd: SMTPServer, tmp_path: Path) -> None
     assert status == 1, output
     assert f"sending to {host(smtpd)}" in output
     assert "━" in output  # rich's bar
-    assert "4/4" in output and "3 sent" in output and "1 not sent" in output
+    assert "4/4" in output and "sent 3" in output and "problems 1" in output
     assert "[1/4]" not in output  # no plain lines
     # A message that was not sent is printed above the bar.
     assert "refused " in output and "refuse@example.org: 550 5.1.1 no such user" in output

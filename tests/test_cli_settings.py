@@ -395,4 +395,4 @@ def test_the_rich_progress_bar_in_process() -> None:
     progress.stop()
     text = stream.getvalue()
     assert "a note" in text and "failed b.eml: 554 no" in text and "a.eml" not in text
-    assert "2/2" in text and "1 sent" in text and "1 not sent" in text
+    assert "2/2" in text and "sent 1" in text and "problems 1" in text

@@ -129,7 +129,7 @@ class RichProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn(
-                "[green]{task.fields[sent]} sent[/] [red]{task.fields[problems]} not sent[/]"
+                "[green]sent {task.fields[sent]}[/] [red]problems {task.fields[problems]}[/]"
             ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),

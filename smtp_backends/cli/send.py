@@ -110,11 +110,11 @@ class MessageResult:
 
     def line(self) -> str:
         """One line for the progress display."""
-        if self.status == "sent" and not self.refused:
-            return f"{self.label}: {self.reply}"
-        if self.refused:
-            refusals = "; ".join(f"{rcpt}: {reply}" for rcpt, reply in self.refused.items())
-            return f"{self.label}: refused {refusals}"
+        refusals = "; ".join(f"{rcpt}: {reply}" for rcpt, reply in self.refused.items())
+        if self.status == "sent":
+            return f"{self.label}: {self.reply}" + (f"; refused {refusals}" if refusals else "")
+        if self.status == "refused":
+            return f"{self.label}: {refusals}"
         return f"{self.label}: {self.error}"
 
     def as_json(self) -> dict[str, Any]:
