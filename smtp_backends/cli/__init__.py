@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from . import check, demo, devserver, send
+from .exits import EXIT_INTERRUPTED
 
 __all__ = ("build_parser", "main")
 
@@ -67,10 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser, parsers = build_parser()
     arguments = parser.parse_args(argv)
-    if arguments.command == "send":
-        return send.run(arguments)
-    if arguments.command == "check":
-        return check.run(arguments)
-    if arguments.command == "devserver":
-        return devserver.run(arguments, parsers["devserver"])
-    return demo.run(arguments, parsers["demo"])
+    try:
+        if arguments.command == "send":
+            return send.run(arguments)
+        if arguments.command == "check":
+            return check.run(arguments)
+        if arguments.command == "devserver":
+            return devserver.run(arguments, parsers["devserver"])
+        return demo.run(arguments, parsers["demo"])
+    except KeyboardInterrupt:
+        # Ctrl-C outside a batch (a password prompt, a check, the demo): no traceback.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -84,6 +84,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--from",
         dest="sender",
+        metavar="ADDRESS",
         help="sender of the test message (default: the username if it is an address, else TO)",
     )
     parser.add_argument(
@@ -108,6 +109,7 @@ class _Report:
 
     @property
     def verdict(self) -> str:
+        """FAIL with any failure, else WARN with any warning, else OK."""
         if self.failures:
             return "FAIL"
         return "WARN" if self.warnings else "OK"

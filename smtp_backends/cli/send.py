@@ -147,15 +147,21 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="SOURCE",
         help=".eml file, directory of .eml files, mbox, or - for standard input",
     )
-    message = parser.add_argument_group("message (built when no SOURCE is given)")
-    message.add_argument("--from", dest="sender", help="sender (and envelope sender)")
+    message = parser.add_argument_group(
+        "message",
+        "built from these flags when no SOURCE is given; with SOURCE files, "
+        "--from/--to/--cc/--bcc replace the envelope their headers give",
+    )
+    message.add_argument(
+        "--from", dest="sender", metavar="ADDRESS", help="sender (and envelope sender)"
+    )
     for flag, what in (("to", "recipient"), ("cc", "copy to"), ("bcc", "blind copy to")):
         message.add_argument(
             f"--{flag}", action="append", metavar="ADDRESS", help=f"{what} (repeatable)"
         )
-    message.add_argument("--subject", help="subject line")
-    message.add_argument("--body", help="plain text body, or @FILE")
-    message.add_argument("--html", help="HTML alternative, or @FILE")
+    message.add_argument("--subject", metavar="TEXT", help="subject line")
+    message.add_argument("--body", metavar="TEXT", help="plain text body, or @FILE")
+    message.add_argument("--html", metavar="HTML", help="HTML alternative, or @FILE")
     message.add_argument(
         "--attach", action="append", metavar="FILE", default=[], help="attach a file"
     )
@@ -321,7 +327,7 @@ async def _run_batch(batch: _Batch, options: dict[str, Any], connections: int) -
 
 
 def summarise(results: Sequence[MessageResult]) -> dict[str, int]:
-    """Messages per status, and recipients accepted and refused."""
+    """Messages per status, and how many recipients were refused."""
     counts = {status: 0 for status in STATUSES}
     for result in results:
         counts[result.status] += 1

@@ -179,6 +179,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, host_flag: bool
         group.add_argument(
             "--host",
             dest="hostname",
+            metavar="HOST",
             type=_flag_type(_parse_text),
             help="server name or address, or HOST:PORT (HOST; default localhost)",
         )
