@@ -7,7 +7,9 @@ import datetime
 import json
 import os
 import pty
+import re
 import select
+import signal
 import socket
 import ssl
 import subprocess
@@ -106,7 +108,9 @@ def test_starttls_with_a_certificate_that_expires_soon_warns(
     assert lines[1].startswith("  connected to 127.0.0.1 in ")
     assert lines[2] == "  greeting:   220 localhost Python SMTP 1.4.6"
     assert "STARTTLS" in lines[4] and "AUTH" not in lines[4]  # before TLS
-    assert lines[5].startswith("  TLS:        STARTTLS, TLSv1.")
+    assert re.fullmatch(
+        r"  TLS:        STARTTLS \(handshake [0-9.]+ ms\), TLSv1\.[23], .*", lines[5]
+    )
     assert "  certificate 0: " in result.stdout and "  certificate 1: " in result.stdout
     assert "      names:   localhost, 127.0.0.1\n" in result.stdout
     assert "(5 days left)" in result.stdout
@@ -407,3 +411,26 @@ def test_the_chain_read_in_process_with_and_without_cryptography(
     assert leaf.not_after == full[0].not_after
     assert "organizationName=Check Root" not in leaf.subject and leaf.issuer
     assert certificates.CertificateInfo("s", "i", (), None, None).days_left() is None
+
+
+def test_ctrl_c_while_waiting_for_a_greeting_ends_cleanly() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        port = listener.getsockname()[1]
+        with subprocess.Popen(
+            [*COMMAND, "check", f"127.0.0.1:{port}", "--timeout", "30"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_environment(),
+        ) as process:
+            try:
+                connection, _ = listener.accept()  # the check is waiting for a greeting now
+                with connection:
+                    time.sleep(0.2)
+                    process.send_signal(signal.SIGINT)
+                    out, err = process.communicate(timeout=30)
+            finally:
+                process.kill()
+    assert process.returncode == 130
+    assert (out, err) == ("", "interrupted\n")

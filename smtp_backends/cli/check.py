@@ -315,7 +315,9 @@ def _render(report: _Report, where: str) -> str:
         lines.append(f"  extensions: {_extensions(data['extensions'])}")
     tls = data.get("tls")
     if tls:
-        how = "STARTTLS" if data.get("tls_mode") == "starttls" else "implicit TLS"
+        how = "implicit TLS"
+        if data.get("tls_mode") == "starttls":
+            how = f"STARTTLS (handshake {tls['handshake_ms']} ms)"
         lines.append(f"  TLS:        {how}, {tls['version']}, {tls['cipher']} ({tls['bits']} bits)")
         for number, cert in enumerate(tls["chain"]):
             days = cert["days_left"]
