@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from email.message import EmailMessage
 from typing import Any
 
-from ..client import SMTP
+from .. import SMTP
 from ..errors import (
     SMTPAuthenticationError,
     SMTPCertificateError,

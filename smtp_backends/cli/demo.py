@@ -8,7 +8,7 @@ import time
 from email.message import EmailMessage
 from typing import Any
 
-from ..client import SMTP, send
+from .. import SMTP, send
 from ..testing import CaptureServer
 
 __all__ = ("add_parser", "run")

@@ -20,15 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ..client import SMTP, BatchItem
+from .. import SMTP, BatchItem, SMTPPool, SMTPResponse
 from ..errors import (
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPUnknownOutcomeError,
 )
-from ..pool import SMTPPool
-from ..protocol.transaction import Outcome
 from .exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
 from .output import Progress, make_progress, one_line, print_json
 from .settings import (
@@ -40,6 +38,9 @@ from .settings import (
 from .sources import LoadedMessage, SourceError, build_message, load_sources, split_addresses
 
 __all__ = ("MessageResult", "add_parser", "run", "summarise")
+
+#: What the client returns for a sent message: refused recipients, and the final reply.
+Outcome = tuple[dict[str, SMTPResponse], str]
 
 EPILOG = """\
 examples:

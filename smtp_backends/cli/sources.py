@@ -23,7 +23,7 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import BinaryIO
 
-from ..client import BatchItem
+from .. import BatchItem
 from ..message import extract_recipients, extract_sender
 
 __all__ = (
