@@ -277,7 +277,7 @@ class _Batch:
             if not settled:
                 outcome: Exception = (
                     SMTPUnknownOutcomeError(
-                        "interrupted while it was with the server: it may have been delivered"
+                        "interrupted while in progress: it may have been delivered"
                     )
                     if self.handed_out[index]
                     else NotSent("not sent: interrupted before its turn")
