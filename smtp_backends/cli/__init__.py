@@ -10,8 +10,11 @@ Commands (one module each):
     devserver   run the development mail server (SMTP plus a web inbox) until
                 SIGINT or SIGTERM; see :mod:`smtp_backends.devserver`.
 
-Connection settings come from flags or ``SMTP_BACKENDS_*`` environment
-variables (:mod:`.settings`); exit statuses are in :mod:`.exits`.
+Around them: connection settings from flags or ``SMTP_BACKENDS_*`` variables
+(:mod:`.settings`), message sources (:mod:`.sources`), send's results and
+summary (:mod:`.results`), check's report (:mod:`.check_report`) and the
+certificate chain (:mod:`.certificates`), progress display (:mod:`.output`)
+and the exit statuses (:mod:`.exits`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from ..errors import (
     SMTPRecipientsRefused,
 )
 from .certificates import describe_chain, name_matches
+from .check_report import Report, render
 from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WARN
 from .output import one_line, print_json
 from .settings import (
@@ -99,22 +100,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-class _Report:
-    """What the check found: facts (for JSON and text), warnings and failures."""
-
-    def __init__(self, target: str) -> None:
-        self.data: dict[str, Any] = {"target": target}
-        self.warnings: list[str] = []
-        self.failures: list[str] = []
-
-    @property
-    def verdict(self) -> str:
-        """FAIL with any failure, else WARN with any warning, else OK."""
-        if self.failures:
-            return "FAIL"
-        return "WARN" if self.warnings else "OK"
-
-
 def _tls_facts(client: SMTP, host: str, verified: bool, warn_days: int) -> dict[str, Any]:
     ssl_object = client.get_transport_info("ssl_object")
     name, _, bits = ssl_object.cipher()
@@ -132,7 +117,7 @@ def _tls_facts(client: SMTP, host: str, verified: bool, warn_days: int) -> dict[
 
 
 async def _session(
-    report: _Report,
+    report: Report,
     options: dict[str, Any],
     *,
     verify: bool,
@@ -209,7 +194,7 @@ async def _session(
             client.close()
 
 
-async def _login(report: _Report, client: SMTP, username: str, password: str | None) -> None:
+async def _login(report: Report, client: SMTP, username: str, password: str | None) -> None:
     assert password is not None
     try:
         reply = await client.login(username, password)
@@ -225,7 +210,7 @@ async def _login(report: _Report, client: SMTP, username: str, password: str | N
 
 
 async def _send_test(
-    report: _Report, client: SMTP, options: dict[str, Any], arguments: argparse.Namespace
+    report: Report, client: SMTP, options: dict[str, Any], arguments: argparse.Namespace
 ) -> None:
     recipient = arguments.send_test
     username = options.get("username")
@@ -255,7 +240,7 @@ async def _send_test(
         report.failures.append(f"test message refused: {one_line(str(errors[recipient]))}")
 
 
-def _judge_tls(report: _Report, warn_days: int, verify_wanted: bool) -> None:
+def _judge_tls(report: Report, warn_days: int, verify_wanted: bool) -> None:
     tls = report.data.get("tls")
     if not tls:
         return
@@ -270,7 +255,7 @@ def _judge_tls(report: _Report, warn_days: int, verify_wanted: bool) -> None:
 
 
 async def _check(
-    report: _Report,
+    report: Report,
     options: dict[str, Any],
     arguments: argparse.Namespace,
     password: str | None,
@@ -302,70 +287,6 @@ async def _check(
         if "tls" in report.data:
             report.data["tls"].update(verified=False, verify_error=reason)
     _judge_tls(report, arguments.warn_days, verify_wanted)
-
-
-def _render(report: _Report, where: str) -> str:
-    data = report.data
-    lines = [f"Checking {where}"]
-    if "peer" in data:
-        lines.append(f"  connected to {data['peer'][0]} in {data['connect_ms']} ms")
-        lines.append(f"  greeting:   {data['greeting']}")
-    if "ehlo" in data:
-        lines.append(f"  EHLO:       {data['ehlo']}")
-        lines.append(f"  extensions: {_extensions(data['extensions'])}")
-    tls = data.get("tls")
-    if tls:
-        how = "implicit TLS"
-        if data.get("tls_mode") == "starttls":
-            how = f"STARTTLS (handshake {tls['handshake_ms']} ms)"
-        lines.append(f"  TLS:        {how}, {tls['version']}, {tls['cipher']} ({tls['bits']} bits)")
-        for number, cert in enumerate(tls["chain"]):
-            days = cert["days_left"]
-            lines.append(f"  certificate {number}: {cert['subject']}")
-            lines.append(f"      issuer:  {cert['issuer']}")
-            if cert["names"]:
-                lines.append(f"      names:   {', '.join(cert['names'])}")
-            if cert["not_after"]:
-                lines.append(f"      expires: {cert['not_after']} ({days:.0f} days left)")
-        host = where.rpartition(":")[0].strip("[]")
-        if tls["verified"]:
-            lines.append(f"  verified:   yes, the chain is trusted and valid for {host}")
-        else:
-            reason = tls.get("verify_error", "verification turned off")
-            lines.append(f"  verified:   NO ({reason})")
-            if tls["name_matches"] is not None:
-                match = "yes" if tls["name_matches"] else "no"
-                lines.append(f"  names match {host}: {match}")
-        if "extensions_after_tls" in data:
-            lines.append(f"  after TLS:  {_extensions(data['extensions_after_tls'])}")
-    elif data.get("tls_mode") == "none":
-        lines.append("  TLS:        none")
-    if "auth_mechanisms" in data:
-        mechanisms = " ".join(data["auth_mechanisms"]) or "none offered"
-        lines.append(f"  AUTH:       {mechanisms}")
-    if "login" in data:
-        login = data["login"]
-        state = f"accepted ({login['reply']})" if login["accepted"] else "refused"
-        lines.append(f"  login:      {login['username']}: {state}")
-    if "skipped" in data:
-        lines.append(f"  skipped:    {data['skipped']}")
-    if "test_message" in data:
-        test = data["test_message"]
-        state = f"accepted ({test['reply']})" if test.get("accepted") else "not accepted"
-        lines.append(f"  test:       {test['from']} -> {test['to']}: {state}")
-    verdict = report.verdict
-    reasons = report.failures if verdict == "FAIL" else report.warnings
-    if verdict == "OK":
-        reasons = [f"{where} accepts mail" + (" over TLS" if tls else "")]
-    lines.append(f"{verdict}: {'; '.join(reasons)}")
-    return "\n".join(lines) + "\n"
-
-
-def _extensions(extensions: dict[str, str]) -> str:
-    return (
-        ", ".join(f"{name.upper()} {params}".strip() for name, params in extensions.items())
-        or "none"
-    )
 
 
 def resolve(
@@ -409,12 +330,12 @@ def run(arguments: argparse.Namespace, environ: Mapping[str, str] | None = None)
     client = SMTP(**options)
     host, port = client.config.effective_hostname, client.config.effective_port
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    report = _Report(where)
+    report = Report(where)
     asyncio.run(_check(report, options, arguments, password))
     report.data.update(verdict=report.verdict, warnings=report.warnings, failures=report.failures)
     if arguments.json:
         print_json(report.data)
     else:
-        sys.stdout.write(_render(report, where))
+        sys.stdout.write(render(report, where))
         sys.stdout.flush()
     return {"OK": EXIT_OK, "WARN": EXIT_WARN, "FAIL": EXIT_FAILED}[report.verdict]
