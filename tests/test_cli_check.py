@@ -434,3 +434,24 @@ def test_ctrl_c_while_waiting_for_a_greeting_ends_cleanly() -> None:
                 process.kill()
     assert process.returncode == 130
     assert (out, err) == ("", "interrupted\n")
+
+
+def test_a_login_the_server_does_not_offer_fails(cli: Runner, smtpd: SMTPServer) -> None:
+    env = {"SMTP_BACKENDS_PASSWORD": PASSWORD}
+    result = check(cli, host(smtpd), "--username", USERNAME, "--login", env=env)
+    assert result.returncode == 1
+    assert "  AUTH:       none offered\n" in result.stdout
+    assert "  login:      alice: refused\n" in result.stdout
+    # The failure is the verdict's reason; the missing TLS is only a warning beside it.
+    assert result.stdout.splitlines()[-1] == (
+        "FAIL: cannot log in: SMTP AUTH extension not supported by server."
+    )
+
+
+def test_starttls_offered_and_declined_warns(
+    cli: Runner, soon_expiring_starttls: SMTPServer
+) -> None:
+    status, report = check_json(cli, host(soon_expiring_starttls), "--starttls", "no")
+    assert status == 3
+    assert report["tls_mode"] == "none" and "tls" not in report
+    assert report["warnings"] == ["STARTTLS is offered but was not used (--starttls no)"]
