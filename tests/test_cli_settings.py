@@ -368,6 +368,17 @@ def test_built_message_keeps_bcc_out_of_its_bytes(tmp_path: Path) -> None:
         "text/csv",
     ]
     assert parsed.get_body(("plain",)).get_content().rstrip() == "Hello from a file"
+    forwarded = tmp_path / "forwarded.eml"
+    forwarded.write_bytes(_eml())
+    with_message = build_message(
+        sender="me@example.org", to=["a@example.org"], attachments=[str(forwarded)]
+    )
+    parsed = email.message_from_bytes(with_message.data, policy=email.policy.default)
+    [attached] = parsed.iter_attachments()
+    # A message travels as a message, 7bit here, never base64 (RFC 2046 5.2.1).
+    assert attached.get_content_type() == "message/rfc822"
+    assert attached["Content-Transfer-Encoding"] == "7bit"
+    assert attached.get_content()["To"] == "b@example.org"
     with pytest.raises(SourceError, match="at least one recipient"):
         build_message(sender="me@example.org", to=[])
     with pytest.raises(SourceError, match="--attach: cannot read"):

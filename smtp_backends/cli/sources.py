@@ -275,8 +275,15 @@ def build_message(
         if kind is None or encoding is not None:
             kind = "application/octet-stream"
         maintype, _, subtype = kind.partition("/")
-        message.add_attachment(
-            content, maintype=maintype, subtype=subtype, filename=os.path.basename(name)
-        )
+        filename = os.path.basename(name)
+        if kind == "message/rfc822":
+            # An attached message is carried as a message, never base64 (RFC 2046 5.2.1).
+            attached = BytesParser(policy=email.policy.default).parsebytes(content)
+            cte = "7bit" if content.isascii() else "8bit"
+            message.add_attachment(attached, filename=filename, cte=cte)
+            continue
+        if maintype == "message":
+            maintype, subtype = "application", "octet-stream"
+        message.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
     data = strip_bcc(message.as_bytes(policy=email.policy.SMTP))
     return LoadedMessage("<built from flags>", sender, tuple(recipients), data, message)
