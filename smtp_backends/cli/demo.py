@@ -1,25 +1,40 @@
-"""The command line: ``python -m smtp_backends COMMAND``.
-
-Commands:
-    demo        start an in-process capture server, send mail through the client
-                (one-shot, pipelined batch, lock-step batch) and show what arrived.
-    devserver   run the development mail server (SMTP plus a web inbox) until
-                SIGINT or SIGTERM; see :mod:`smtp_backends.devserver`.
-"""
+"""``smtp-backends demo``: send mail to an embedded capture server and show what arrived."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import time
-from collections.abc import Sequence
 from email.message import EmailMessage
+from typing import Any
 
-from .client import SMTP, send
-from .devserver import command as devserver_command
-from .testing import CaptureServer
+from .. import SMTP, send
+from ..testing import CaptureServer
 
-__all__ = ("main",)
+__all__ = ("add_parser", "run")
+
+EPILOG = """\
+examples:
+  smtp-backends demo                 # 5 messages per batch
+  smtp-backends demo --messages 50   # pipelined against lock-step on 50 messages
+
+Needs no server: a capture server runs inside the command on a free port.
+"""
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add ``demo`` to the subcommands."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "demo",
+        help="send mail to an embedded capture server",
+        description="Send one message, a pipelined batch and a lock-step batch to an "
+        "in-process capture server, then show what arrived.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--messages", type=int, default=5, help="messages per batch (default 5)")
+    return parser
 
 
 def _message(number: int, recipient: str) -> EmailMessage:
@@ -73,19 +88,8 @@ async def _demo(count: int) -> int:
         return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m smtp_backends")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="send mail to an embedded capture server")
-    demo.add_argument("--messages", type=int, default=5, help="messages per batch (default 5)")
-    devserver = commands.add_parser(
-        "devserver", help="run a development mail server with a web inbox"
-    )
-    devserver_command.add_arguments(devserver)
-    arguments = parser.parse_args(argv)
-    if arguments.command == "devserver":
-        return devserver_command.main(arguments)
+def run(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run ``demo``; returns the exit status."""
     if arguments.messages < 1:
         parser.error("--messages must be at least 1")
     return asyncio.run(_demo(arguments.messages))
