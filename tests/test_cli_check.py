@@ -258,7 +258,9 @@ def test_an_unreachable_server_fails(
     status, report = check_json(cli, f"127.0.0.1:{free_port()}", "--timeout", "5")
     assert status == 1
     assert report["verdict"] == "FAIL"
-    assert report["failures"][0].startswith("cannot connect: Error connecting to 127.0.0.1:")
+    assert report["failures"][0].startswith(
+        "cannot connect: Error connecting to 127.0.0.1 on port "
+    )
 
 
 def test_a_refused_test_message_fails(cli: Runner, smtpd: SMTPServer) -> None:
@@ -444,7 +446,7 @@ def test_a_login_the_server_does_not_offer_fails(cli: Runner, smtpd: SMTPServer)
     assert "  login:      alice: refused\n" in result.stdout
     # The failure is the verdict's reason; the missing TLS is only a warning beside it.
     assert result.stdout.splitlines()[-1] == (
-        "FAIL: cannot log in: SMTP AUTH extension not supported by server."
+        "FAIL: cannot log in: SMTP AUTH extension not supported by server. Try connecting via TLS (or STARTTLS)."
     )
 
 

@@ -293,7 +293,7 @@ def test_an_unreachable_server_fails_every_message(cli: Runner, tmp_path: Path) 
     many = write_box(tmp_path / "many", 12)
     result = cli("send", "--host", f"127.0.0.1:{free_port()}", str(many), "-q")
     assert result.returncode == 1
-    assert result.stdout.count(": SMTPConnectError: Error connecting to 127.0.0.1:") == 10
+    assert result.stdout.count(": SMTPConnectError: Error connecting to 127.0.0.1 on port ") == 10
     assert "  ... and 2 more (--json lists every message)\n" in result.stdout
 
 
