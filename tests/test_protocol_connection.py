@@ -832,3 +832,25 @@ def test_replies_in_step_with_their_command_pass(command: Command, reply: bytes)
     [(answered, _)] = drain(conn)
     assert answered is command
     assert conn.phase is not P.ERROR
+
+
+@pytest.mark.parametrize(
+    ("steps", "late"),
+    [
+        pytest.param([], b"220 late greeting\r\n", id="lost-before-the-greeting"),
+        pytest.param([*READY, Send(C.EHLO)], b"250 late ehlo\r\n", id="lost-awaiting-EHLO"),
+        pytest.param([*GREET, Send(C.HELO)], b"250 late helo\r\n", id="lost-awaiting-HELO"),
+    ],
+)
+def test_a_lost_connection_stays_closed_whatever_arrives_after(
+    steps: list[Step], late: bytes
+) -> None:
+    # Found by tests/test_fuzz_protocol.py: a greeting or an EHLO reply fed after
+    # connection_lost() used to reopen the session (GREETED / READY) and accept commands.
+    conn = play(steps)
+    conn.connection_lost()
+    conn.receive_data(late)
+    assert conn.phase is P.CLOSED
+    for command in ALL_SENDABLE:
+        with pytest.raises(SMTPServerDisconnected):
+            conn.send(command, WIRE[command])

@@ -198,7 +198,9 @@ class ClientConnection:
                 f"Reply {code} cannot answer {command.value}: the replies are out of "
                 f"step with the commands sent ({reply.message[:80]!r})"
             )
-        if command in _NO_TRANSITION and code != 421:
+        if (command in _NO_TRANSITION and code != 421) or self.phase is Phase.CLOSED:
+            # A closed session stays closed, whatever arrives after its end (the
+            # rest of a group's replies after a 421, bytes after connection_lost).
             self._events.append((command, reply))
             return
         if command is Command.GREETING:
