@@ -202,6 +202,13 @@ class ConnectionMachine(RuleBasedStateMachine):
             command, reply = event
             assert isinstance(reply, SMTPResponse)
             assert 200 <= reply.code <= 599 and isinstance(reply.message, str)
+            # RFC 5321 4.3.2: DATA's only positive reply is 354, and no other
+            # transaction command has a 3xx one; such a reply is out of step (an extra
+            # reply shifted the rest) and must fail the connection, not be judged.
+            if command is C.DATA:
+                assert reply.code == 354 or reply.code >= 400, reply
+            elif command in (C.MAIL, C.RCPT, C.CONTENT, C.RSET, C.NOOP):
+                assert not 300 <= reply.code < 400, (command, reply)
             if self.awaiting:
                 assert command is self.awaiting.popleft(), (command, reply)
             else:  # unsolicited: only a server's goodbye (RFC 5321 3.8)
@@ -218,6 +225,8 @@ class ConnectionMachine(RuleBasedStateMachine):
         conn = self.conn
         if self.failed:
             assert conn.phase is Phase.ERROR
+        if self.lost:  # nothing the server sends after that reopens the session
+            assert conn.phase in (Phase.CLOSED, Phase.ERROR), conn.phase
         if conn.phase is not Phase.ERROR:
             assert list(conn.pending) == list(self.awaiting)
         assert isinstance(conn.phase, Phase)
