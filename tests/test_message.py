@@ -668,3 +668,24 @@ def test_django_messages_with_a_crlf_header_name_are_refused(
     wire = b"".join(scripted.received)
     assert b"Bcc" not in wire and b"x@example.com" not in wire
     assert server.verbs.count(b"MAIL") == count - 1  # the good ones before it went out
+
+
+def test_a_header_object_is_checked_under_the_name_it_writes() -> None:
+    # The modern fold writes the header object's own name, whatever it is stored under.
+    registry = email.policy.SMTP.header_factory
+    message = _smtp_email_message()
+    message._headers.append(("X-A", registry("X-Renamed", "v")))  # type: ignore[attr-defined]
+    assert serialize(message) == message.as_bytes()
+    assert b"\r\nX-Renamed: v\r\n" in serialize(message)
+    message._headers.append(("X-B", registry("X-Note\r\nBcc", "x@example.com")))  # type: ignore[attr-defined]
+    for write in (serialize, flatten):
+        with pytest.raises(ValueError, match="Invalid header name"):
+            write(message)
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+def test_a_header_name_that_is_not_a_str_is_a_type_error(build: Any) -> None:
+    message = build()
+    message._headers.append((b"X-Bytes", "v"))
+    with pytest.raises(TypeError, match="A header name must be a str, not bytes"):
+        serialize(message)
