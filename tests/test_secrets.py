@@ -313,6 +313,20 @@ def test_reprs_never_show_secrets() -> None:
     assert "token" not in repr(oauth.config)
 
 
+def test_adapter_reprs_never_show_secrets() -> None:
+    # Flask's per-app state and Celery's Redis dedupe (whose URL may carry a password).
+    from flask import Flask
+
+    from smtp_backends.celery import RedisDedupe
+    from smtp_backends.flask import Mail
+
+    app = Flask("secrets")
+    app.config.update(MAIL_USERNAME=USERNAME, MAIL_PASSWORD=WRONG, MAIL_SERVER="127.0.0.1")
+    mail = Mail(app)
+    dedupe = RedisDedupe(f"redis://{USERNAME}:{WRONG}@127.0.0.1:6379/0")
+    assert_hidden(f"{app.extensions['mail']!r} {mail.state!r} {dedupe!r}", WRONG)
+
+
 async def test_debug_logs_of_a_whole_session_never_show_secrets(
     smtpd_auth: SMTPServer, caplog: pytest.LogCaptureFixture
 ) -> None:
