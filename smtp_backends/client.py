@@ -40,7 +40,7 @@ from .errors import (
 )
 from .message import envelope_for_data, envelope_for_message, message_bytes
 from .protocol import commands
-from .protocol.auth import MECHANISMS, AuthExchange, Mechanism, XOAuth2
+from .protocol.auth import MECHANISMS, AuthExchange, Credentials, Mechanism, XOAuth2
 from .protocol.connection import Command, Phase
 from .protocol.data import END_OF_DATA, encode_content
 from .protocol.extensions import Extensions
@@ -442,11 +442,13 @@ class SMTP:
                     # Checked before the token is fetched or anything is sent.
                     self.close()
                     raise SMTPNotSupported("The server does not support XOAUTH2 authentication")
-                token = await config.oauth_token_generator()
-                await self._authenticate(XOAuth2(config.username, token), timeout)
+                # The token goes straight into Credentials: no local of this
+                # frame holds it for a traceback to show.
+                credentials = Credentials(config.username, await config.oauth_token_generator())
+                await self._authenticate(credentials.mechanism(XOAuth2), timeout)
             else:
                 assert config.password is not None
-                await self._login(config.username, config.password, timeout)
+                await self._login(Credentials(config.username, config.password), timeout)
         return greeting
 
     def close(self) -> None:
@@ -839,14 +841,17 @@ class SMTP:
         Raises:
             SMTPNotSupported: the server offers no AUTH, or no usable mechanism.
             SMTPInsecureAuthError: the connection is unencrypted and not local.
-            SMTPAuthenticationError: the server refused.
+            SMTPAuthenticationError: the server refused, or the user name or
+                password cannot be encoded as UTF-8 (raised before anything is
+                sent; the error never quotes them).
         """
+        credentials = Credentials(username, password)
+        del password  # a traceback keeps this frame's locals: some loggers print them
         async with self._get_lock():
-            return await self._login(username, password, self._timeout(timeout))
+            return await self._login(credentials, self._timeout(timeout))
 
-    async def _login(
-        self, username: str | bytes, password: str | bytes, timeout: float | None
-    ) -> SMTPResponse:
+    async def _login(self, credentials: Credentials, timeout: float | None) -> SMTPResponse:
+        credentials.check()  # before anything is sent
         await self._ehlo_or_helo_if_needed(timeout)
         if not self.supports_extension("auth"):
             message = "SMTP AUTH extension not supported by server."
@@ -863,7 +868,7 @@ class SMTP:
         error: SMTPAuthenticationError | None = None
         for name in names:
             try:
-                return await self._authenticate(MECHANISMS[name](username, password), timeout)
+                return await self._authenticate(credentials.mechanism(MECHANISMS[name]), timeout)
             except SMTPAuthenticationError as exc:
                 error = exc
                 if exc.code in (535, 454, -1) or not self.is_connected:
@@ -871,7 +876,10 @@ class SMTP:
         assert error is not None
         raise error
 
-    async def _auth_method(self, mechanism: Mechanism, timeout: Timeout) -> SMTPResponse:
+    async def _auth_method(
+        self, kind: type[Mechanism], credentials: Credentials, timeout: Timeout
+    ) -> SMTPResponse:
+        mechanism = credentials.mechanism(kind)  # raises before anything is sent
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
@@ -881,25 +889,33 @@ class SMTP:
         self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
     ) -> SMTPResponse:
         """Authenticate with PLAIN (RFC 4616). Raises as :meth:`login`."""
-        return await self._auth_method(MECHANISMS["PLAIN"](username, password), timeout)
+        credentials = Credentials(username, password)
+        del password  # as in login()
+        return await self._auth_method(MECHANISMS["PLAIN"], credentials, timeout)
 
     async def auth_login(
         self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
     ) -> SMTPResponse:
         """Authenticate with LOGIN. Raises as :meth:`login`."""
-        return await self._auth_method(MECHANISMS["LOGIN"](username, password), timeout)
+        credentials = Credentials(username, password)
+        del password  # as in login()
+        return await self._auth_method(MECHANISMS["LOGIN"], credentials, timeout)
 
     async def auth_crammd5(
         self, username: str | bytes, password: str | bytes, /, timeout: Timeout = _default
     ) -> SMTPResponse:
         """Authenticate with CRAM-MD5 (RFC 2195). Raises as :meth:`login`."""
-        return await self._auth_method(MECHANISMS["CRAM-MD5"](username, password), timeout)
+        credentials = Credentials(username, password)
+        del password  # as in login()
+        return await self._auth_method(MECHANISMS["CRAM-MD5"], credentials, timeout)
 
     async def auth_xoauth2(
         self, username: str | bytes, access_token: str | bytes, /, timeout: Timeout = _default
     ) -> SMTPResponse:
         """Authenticate with an OAuth 2.0 access token (XOAUTH2). Raises as :meth:`login`."""
-        return await self._auth_method(XOAuth2(username, access_token), timeout)
+        credentials = Credentials(username, access_token)
+        del access_token  # as in login()
+        return await self._auth_method(XOAuth2, credentials, timeout)
 
     async def _authenticate(self, mechanism: Mechanism, timeout: float | None) -> SMTPResponse:
         self._check_auth_allowed()

@@ -162,5 +162,17 @@ class ConnectionConfig:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.client_cert:
-            context.load_cert_chain(self.client_cert, keyfile=self.client_key)
+            # Without a password callback OpenSSL prompts for an encrypted key's
+            # pass phrase on the terminal, blocking a server process there.
+            context.load_cert_chain(
+                self.client_cert, keyfile=self.client_key, password=_refuse_key_password
+            )
         return context
+
+
+def _refuse_key_password() -> str:
+    """Called by OpenSSL only for an encrypted client key (there is no option for its password)."""
+    raise ValueError(
+        "client_key is encrypted: decrypt it, or load it with its password into an "
+        "ssl.SSLContext (load_cert_chain(..., password=...)) and pass tls_context"
+    )

@@ -172,7 +172,7 @@ def serialize(
 
 
 class _Generator(email.generator.BytesGenerator):
-    """The standard generator, with a fast path for short ASCII headers.
+    """The standard generator, with a fast path for short ASCII headers, and checked.
 
     Folding a header through the standard policies is most of the cost of
     flattening a typical message: the modern policy rebuilds and re-renders
@@ -183,6 +183,12 @@ class _Generator(email.generator.BytesGenerator):
     or padded values, header objects of other kinds) goes through the
     standard fold, so the bytes are always the ones the standard library
     would produce (checked against it in tests/test_message.py).
+
+    Every header is checked before it is written, on every Python: its name
+    (RFC 5322 2.2) and, for a folded one, that no line break in it starts a
+    line of its own (the checks of CPython's ``verify_generated_headers``, the
+    CVE-2024-6923 fix, which live in the standard header writer this one
+    replaces and which the standard bytes generator never runs).
     """
 
     def _write_headers(self, msg: Any) -> None:
@@ -192,18 +198,27 @@ class _Generator(email.generator.BytesGenerator):
         elif type(policy) is email.policy.Compat32:
             self._write_compat32_headers(msg, policy)
         else:
-            super()._write_headers(msg)  # type: ignore[misc]
+            self._write_other_headers(msg, policy)
 
     def _write_modern_headers(self, msg: Any, policy: email.policy.EmailPolicy) -> None:
         maxlen = policy.max_line_length or sys.maxsize
         linesep = policy.linesep
         write = self._fp.write  # type: ignore[attr-defined]
+        checked = _CHECKED_NAMES
         for name, value in msg.raw_items():
+            if name not in checked or type(name) is not str:
+                _check_name(name)
             text = _one_line_value(value)
-            if text is not None and len(value.name) + 2 + len(text) <= maxlen:
-                write(f"{value.name}: {text}{linesep}".encode("ascii"))
-            else:
-                write(policy.fold_binary(name, value))
+            if text is not None:
+                written = value.name
+                if written is not name and (written not in checked or type(written) is not str):
+                    _check_name(written)  # a header object made under another name
+                if len(written) + 2 + len(text) <= maxlen:
+                    write(f"{written}: {text}{linesep}".encode("ascii"))
+                    continue
+            # The modern fold writes the header object's own name.
+            folded = policy.fold_binary(name, value)
+            write(_checked(folded, linesep, name, getattr(value, "name", name)))
         self.write(self._NL)  # type: ignore[attr-defined]
 
     def _write_compat32_headers(self, msg: Any, policy: email.policy.Compat32) -> None:
@@ -216,17 +231,28 @@ class _Generator(email.generator.BytesGenerator):
         linesep = policy.linesep
         write = self._fp.write  # type: ignore[attr-defined]
         fold = policy.fold_binary
+        checked = _CHECKED_NAMES
         for name, value in msg.raw_items():
+            if name not in checked or type(name) is not str:
+                _check_name(name)
             if (
                 type(value) is str
                 and len(name) + 2 + len(value) <= maxlen
                 and _COMPAT32_ONE_LINE(value)
-                and name.isascii()
                 and "=?" not in value
             ):
                 write(f"{name}: {value}{linesep}".encode("ascii"))
             else:
-                write(fold(name, value))
+                write(_checked(fold(name, value), linesep, name, name))
+        self.write(self._NL)  # type: ignore[attr-defined]
+
+    def _write_other_headers(self, msg: Any, policy: Any) -> None:
+        # The standard bytes generator's loop, with the checks.
+        write = self._fp.write  # type: ignore[attr-defined]
+        for name, value in msg.raw_items():
+            _check_name(name)
+            folded = policy.fold_binary(name, value)
+            write(_checked(folded, policy.linesep, name, getattr(value, "name", name)))
         self.write(self._NL)  # type: ignore[attr-defined]
 
     def _write_lines(self, lines: str) -> None:
@@ -240,6 +266,70 @@ class _Generator(email.generator.BytesGenerator):
             self.write(_LINE_BREAK.sub(self._NL, lines))  # type: ignore[attr-defined]
 
 
+# RFC 5322 2.2: field-name = 1*ftext; ftext = %d33-57 / %d59-126 (printable
+# ASCII except ":"; no space, no control character, no line break).
+_FIELD_NAME = re.compile(r"[!-9;-~]+").fullmatch
+_FIELD_NAME_BYTES = re.compile(rb"[!-9;-~]+").fullmatch
+# Names already checked (a message's headers repeat from one message to the
+# next); bounded so that a stream of made-up names cannot grow it forever.
+_CHECKED_NAMES: set[str] = set()
+_CHECKED_NAMES_MAX = 4096
+# A line break that does not continue the header (RFC 5322 2.2.3: a folded
+# line starts with a space or a tab): CPython's NEWLINE_WITHOUT_FWSP, and also
+# a line break at the very end (an empty line would end the header section).
+_UNFOLDED_BREAK = re.compile(rb"\r(?![\n \t])|\n(?![ \t])").search
+
+
+def _check_name(name: Any) -> None:
+    """Raise unless ``name`` is a valid header field name (RFC 5322 2.2).
+
+    Raises:
+        TypeError: not a str.
+        ValueError: empty, or a character other than printable ASCII but ':'.
+    """
+    if type(name) is str and name in _CHECKED_NAMES:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"A header name must be a str, not {type(name).__name__}")
+    # A str subclass may format (f-string, %s) as other text than it holds: check both.
+    if not _FIELD_NAME(name) or (type(name) is not str and not _FIELD_NAME(f"{name}")):
+        raise ValueError(
+            f"Invalid header name {name[:100]!r}: RFC 5322 allows only printable ASCII "
+            "other than ':' and space (a header injection attempt?)"
+        )
+    if type(name) is str and len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:
+        _CHECKED_NAMES.add(name)
+
+
+def _checked(folded: bytes, linesep: str, name: str, own_name: Any) -> bytes:
+    """``folded`` (one header as its policy folded it), after checking it.
+
+    What goes on the wire must be the header the message holds, and only it:
+    its name (``name``, or the header object's ``own_name``, in any case) and
+    a colon, lines that all continue it, and the line separator at the end.
+    The name is read from the bytes themselves, so a header class whose
+    ``fold()`` writes some other header is refused too.
+
+    Raises:
+        ValueError: any of that does not hold.
+    """
+    end = linesep.encode("ascii")
+    written, colon, _ = folded.partition(b":")
+    if (
+        not colon
+        or not folded.endswith(end)
+        or not _FIELD_NAME_BYTES(written)
+        or written.decode("ascii").lower() not in (name.lower(), str(own_name).lower())
+        or _UNFOLDED_BREAK(folded, 0, len(folded) - len(end))
+    ):
+        raise ValueError(
+            f"A header folds to {folded[:200]!r}: not one header ending with {linesep!r} "
+            "whose every line break is followed by a space or tab (a header injection "
+            "attempt?)"
+        )
+    return folded
+
+
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the standard generator splits lines at
 _SUBSTITUTE_UP_TO = 64 * 1024
 # Non-empty printable ASCII, no leading/trailing or doubled blank, no tab.
@@ -251,8 +341,8 @@ _BASE_FOLD = email.headerregistry.BaseHeader.fold
 
 def _one_line_value(value: Any) -> str | None:
     """The value as the standard fold renders it, if the fast path may write it."""
-    if type(value).fold is not _BASE_FOLD:
-        return None  # a plain string or a header class with its own folding
+    if getattr(type(value), "fold", None) is not _BASE_FOLD:
+        return None  # a plain string (a parsed message's) or a class with its own folding
     tree = getattr(value, "_parse_tree", None)
     if not tree:
         return None

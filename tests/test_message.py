@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import email.errors
 import email.generator
 import email.policy
 import io
+import re
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from smtp_backends.errors import SMTPNotSupported
@@ -46,6 +49,21 @@ def stdlib_flatten(message: Message, *, utf8: bool = False, eight_bit: bool = Tr
     buffer = io.BytesIO()
     email.generator.BytesGenerator(buffer, policy=policy).flatten(copied)
     return buffer.getvalue()
+
+
+def one_line_per_header(data: bytes, message: Message) -> bool:
+    """Whether each of ``message``'s headers starts exactly one line of ``data``'s head.
+
+    Every other line of the header section must continue a header (start with a space
+    or a tab): what CPython's ``verify_generated_headers`` enforces, and what the
+    standard *bytes* generator does not check.
+    """
+    head = re.split(rb"\r\n\r\n|\n\n", data, maxsplit=1)[0]
+    starts = [line for line in re.split(rb"\r\n|\r|\n", head) if line[:1] not in (b" ", b"\t")]
+    names = [name.encode("ascii", "replace") + b":" for name in message]
+    return len(starts) == len(names) and all(
+        line.lower().startswith(name.lower()) for line, name in zip(starts, names, strict=True)
+    )
 
 
 def corpus() -> list[Message]:
@@ -169,6 +187,9 @@ compat32_values = st.one_of(
 @given(
     subject=compat32_values, extra=compat32_values, name=st.sampled_from(["X-A", "X-" + "n" * 40])
 )
+# compat32 turns U+001C (a line boundary to str.splitlines) into a bare line break:
+# the standard bytes generator writes it, CPython's str generator refuses it.
+@example(subject="a\x1cnot a header line", extra="x", name="X-A")
 def test_serialize_matches_compat32_for_any_header_values(
     subject: str, extra: str, name: str
 ) -> None:
@@ -181,6 +202,10 @@ def test_serialize_matches_compat32_for_any_header_values(
         expected = message.as_bytes(policy=policy)
     except Exception as exc:  # the standard library refuses it: so must serialize
         with pytest.raises(type(exc)):
+            serialize(message, linesep="\r\n")
+        return
+    if not one_line_per_header(expected, message):  # what verify_generated_headers refuses
+        with pytest.raises(ValueError, match="header injection"):
             serialize(message, linesep="\r\n")
         return
     assert serialize(message, linesep="\r\n") == expected
@@ -317,3 +342,350 @@ def test_message_bytes() -> None:
     assert message_bytes(memoryview(b"y")) == b"y"
     with pytest.raises(TypeError):
         message_bytes(1)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- header checks
+# The fast flattening replaces the standard header writer, where CPython's fix for
+# CVE-2024-6923 (verify_generated_headers) lives; the standard *bytes* generator does not
+# run that check on any version, and 3.10-3.12 before their security releases have none.
+# These hold on every supported Python.
+
+INJECTED_NAMES = [
+    pytest.param("X-Note\r\nBcc", id="CRLF"),
+    pytest.param("X-Note\nBcc", id="LF"),
+    pytest.param("X-Note\rBcc", id="CR"),
+    pytest.param("X-Note\x1cBcc", id="str.splitlines-boundary"),
+    pytest.param("X Note", id="space"),
+    pytest.param("X-Note:Bcc", id="colon"),
+    pytest.param("X-Not\u00e9", id="non-ASCII"),
+    pytest.param("X-\x00", id="NUL"),
+    pytest.param("X-\x7f", id="DEL"),
+    pytest.param("X-\t", id="tab"),
+]
+
+
+def _email_message() -> Message:
+    message = EmailMessage()
+    message["From"] = "a@example.org"
+    message["To"] = "b@example.org"
+    message.set_content("body\n")
+    return message
+
+
+def _smtp_email_message() -> Message:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = "a@example.org"
+    message["To"] = "b@example.org"
+    message.set_content("body\n")
+    return message
+
+
+def _mime_message() -> Message:  # compat32, as Django 5.2 and Flask build them
+    message = MIMEMultipart()
+    message["From"] = "a@example.org"
+    message["To"] = "b@example.org"
+    message.attach(MIMEText("body\n", "plain", "utf-8"))
+    message.set_boundary("==b==")
+    return message
+
+
+def _plain_message() -> Message:
+    message = Message()
+    message["From"] = "a@example.org"
+    message["To"] = "b@example.org"
+    message.set_payload("body\n")
+    return message
+
+
+BUILDERS = [
+    pytest.param(_email_message, id="EmailMessage"),
+    pytest.param(_smtp_email_message, id="EmailMessage-SMTP"),
+    pytest.param(_mime_message, id="email.mime"),
+    pytest.param(_plain_message, id="Message"),
+]
+WRITERS = [
+    pytest.param(lambda m: serialize(m), id="serialize"),
+    pytest.param(lambda m: serialize(m, linesep="\r\n"), id="serialize-crlf"),
+    pytest.param(lambda m: serialize(m, policy=email.policy.SMTP), id="serialize-SMTP"),
+    pytest.param(lambda m: flatten(m), id="flatten"),
+    pytest.param(lambda m: flatten(m, utf8=True, eight_bit=False), id="flatten-utf8-7bit"),
+]
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("build", BUILDERS)
+@pytest.mark.parametrize("name", INJECTED_NAMES)
+def test_an_invalid_header_name_raises(name: str, build: Any, writer: Any) -> None:
+    message = build()
+    message[name] = "x@example.com"
+    with pytest.raises(ValueError, match="Invalid header name"):
+        writer(message)
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+def test_every_valid_header_name_writes_the_standard_bytes(build: Any) -> None:
+    # RFC 5322 2.2: every printable ASCII character but ':' may be in a name.
+    message = build()
+    message["X!#$%&'*+-./0123456789;<=>?@[\\]^_`{|}~"] = "value"
+    message["x-" + "n" * 100] = "long name " * 12
+    message["X-Parts"] = "part of a part"
+    crlf = message.policy.clone(linesep="\r\n")
+    assert serialize(message) == message.as_bytes()
+    assert serialize(message, linesep="\r\n") == message.as_bytes(policy=crlf)
+    assert serialize(message, policy=email.policy.SMTP) == message.as_bytes(
+        policy=email.policy.SMTP
+    )
+    for utf8, eight_bit in ((False, True), (True, False)):
+        assert flatten(message, utf8=utf8, eight_bit=eight_bit) == stdlib_flatten(
+            message, utf8=utf8, eight_bit=eight_bit
+        )
+
+
+class _ForeignFold(str):
+    """A header object (as a policy's header_factory might make) with its own fold()."""
+
+    name = "X-Custom"
+
+    def __new__(cls, folded: str) -> _ForeignFold:
+        header = super().__new__(cls, "custom")
+        header.folded = folded  # type: ignore[attr-defined]
+        return header
+
+    def fold(self, *, policy: Any) -> str:
+        return self.folded  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.parametrize(
+    "folded",
+    [
+        pytest.param("X-Custom: ok\r\nBcc: evil@example.com\r\n", id="second-header"),
+        pytest.param("X-Custom: ok\r\n\r\nfake body\r\n", id="early-body"),
+        pytest.param("X-Custom: ok\r\n\r\n", id="trailing-empty-line"),
+        pytest.param("X-Custom: ok\nBcc: evil@example.com\r\n", id="bare-LF"),
+        pytest.param("X-Custom: ok\rBcc: evil@example.com\r\n", id="bare-CR"),
+        pytest.param("X-Custom: ok", id="no-line-end"),
+        pytest.param("Bcc: evil@example.com\r\n", id="another-name"),
+        pytest.param("no colon at all\r\n", id="no-name"),
+        pytest.param("X Custom: ok\r\n", id="bad-written-name"),
+    ],
+)
+def test_a_header_that_folds_to_more_than_itself_raises(folded: str) -> None:
+    message = _smtp_email_message()
+    message._headers.append(("X-Custom", _ForeignFold(folded)))  # type: ignore[attr-defined]
+    for write in (serialize, flatten):
+        with pytest.raises(ValueError, match="header injection"):
+            write(message)
+
+
+def test_a_header_object_folding_to_one_continued_header_passes() -> None:
+    message = _smtp_email_message()
+    header = _ForeignFold("x-custom: ok\r\n continued\r\n")
+    message._headers.append(("X-Custom", header))  # type: ignore[attr-defined]
+    assert b"x-custom: ok\r\n continued\r\n" in serialize(message)
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("ok\r\nBcc: evil@example.com", id="CRLF-header"),
+        pytest.param("ok\nnot a header", id="LF-line"),
+        pytest.param("ok\x1cnot a header", id="str.splitlines-boundary"),
+        pytest.param("ok\x1c\x1cfake body", id="early-body"),
+        pytest.param("ok\u2028\u2028fake body", id="unicode-line-separators"),
+    ],
+)
+def test_a_value_that_would_add_lines_raises_or_is_refused_by_the_library(
+    build: Any, value: str
+) -> None:
+    # Stored raw, as a parsed message stores its values (the setters of the modern
+    # policy refuse some of them; compat32's accept them all).
+    message = build()
+    message._headers.append(("X-Note", value))  # type: ignore[attr-defined]
+    for write in (serialize, flatten, lambda m: serialize(m, linesep="\r\n")):
+        try:
+            data = write(message)
+        except (ValueError, email.errors.HeaderParseError):
+            continue  # ours, or the standard library's own refusal
+        assert one_line_per_header(data, message), data
+
+
+PARSED = [
+    b"From: a@example.org\r\nTo: b@example.org\r\nSubject: folded\r\n  over two lines\r\n"
+    b"X-Empty:\r\nX-8bit: caf\xc3\xa9\r\n\r\nbody\r\n",
+    b"From: a@example.org\nTo: b@example.org\nSubject: =?utf-8?q?caf=C3=A9?=\n\nbody\n",
+    b"From: a@example.org\r\nTo: b@example.org\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n'
+    b"X-Part: part header\r\n\r\npart\r\n--XX--\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", PARSED)
+@pytest.mark.parametrize(
+    "policy", [email.policy.SMTP, email.policy.default, email.policy.compat32], ids=str
+)
+def test_parsed_messages_write_the_standard_bytes(raw: bytes, policy: Any) -> None:
+    # A parsed message holds plain strings, not header objects (this used to fail
+    # with AttributeError on the modern policies).
+    message = email.message_from_bytes(raw, policy=policy)
+    assert serialize(message) == message.as_bytes()
+    assert serialize(message, linesep="\r\n") == message.as_bytes(
+        policy=message.policy.clone(linesep="\r\n")
+    )
+    if isinstance(message, EmailMessage):
+        assert flatten(message) == stdlib_flatten(message)
+
+
+header_names = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), min_size=1, max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=header_names, value=header_text, build=st.sampled_from([b.values[0] for b in BUILDERS]))
+@example(name="X-Note\r\nBcc", value="x@example.com", build=_email_message)
+@example(name="X-Note\r\nBcc", value="x@example.com", build=_mime_message)
+def test_any_header_name_is_written_as_the_standard_library_does_or_refused(
+    name: str, value: str, build: Any
+) -> None:
+    message = build()
+    try:
+        message[name] = value
+    except Exception:
+        return  # the standard library refuses it at once
+    valid = re.fullmatch(r"[!-9;-~]+", name) is not None
+    try:
+        expected = message.as_bytes()
+    except Exception:
+        expected = None
+    if not valid:
+        with pytest.raises((ValueError, TypeError)):
+            serialize(message)
+        return
+    if expected is None:
+        with pytest.raises(Exception):  # noqa: B017 - whatever the standard library raises
+            serialize(message)
+    elif one_line_per_header(expected, message):
+        assert serialize(message) == expected
+    else:
+        with pytest.raises(ValueError, match="header injection"):
+            serialize(message)
+
+
+# --------------------------------------------------------------------------- through the client
+
+
+def _flask_message() -> Message:
+    from smtp_backends.flask import Message as FlaskMessage
+
+    mime = FlaskMessage(
+        "Subject", sender="a@example.org", recipients=["b@example.org"], body="body\n"
+    ).to_mime()
+    return mime
+
+
+def _good() -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "a@example.org"
+    message["To"] = "good@example.org"
+    message["Subject"] = "fine"
+    message.set_content("fine\n")
+    return message
+
+
+@pytest.mark.parametrize("build", [*BUILDERS, pytest.param(_flask_message, id="Flask")])
+async def test_the_client_refuses_an_injected_header_before_anything_is_sent(
+    make_scripted_server: Any, build: Any
+) -> None:
+    from smtp_backends import SMTP
+    from tests.scripted import GroupServer
+
+    server = GroupServer()
+    scripted = make_scripted_server(server)
+    message = build()
+    message["X-Note\r\nBcc"] = "x@example.com"
+    async with SMTP(
+        hostname=scripted.host, port=scripted.port, start_tls=False, timeout=5
+    ) as client:
+        with pytest.raises(ValueError, match="Invalid header name"):
+            await client.send_message(message)
+        assert client.is_connected  # nothing was written: the connection is still good
+        first, refused, last = await client.send_messages([_good(), message, _good()])
+        assert isinstance(refused, ValueError)
+        assert not isinstance(first, Exception) and not isinstance(last, Exception)
+    wire = b"".join(scripted.received)
+    assert b"Bcc" not in wire and b"x@example.com" not in wire
+    assert server.verbs.count(b"MAIL") == 2
+    assert len(server.data) == 2
+
+
+@pytest.mark.parametrize("fail_silently", [False, True])
+@pytest.mark.parametrize("count", [1, 3])
+def test_django_messages_with_a_crlf_header_name_are_refused(
+    make_scripted_server: Any, fail_silently: bool, count: int
+) -> None:
+    # Stock Django (5.2 and 6.x) checks header values but not names; the check in
+    # serialize() catches them whichever message class the installed Django builds.
+    from tests.django_project import setup
+
+    setup()
+    import django.core.mail
+
+    from smtp_backends import bridge
+    from tests.django_project.testing import make_backend
+    from tests.scripted import GroupServer
+
+    server = GroupServer()
+    scripted = make_scripted_server(server)
+    bad = django.core.mail.EmailMessage(
+        "Subject",
+        "Body",
+        "a@example.org",
+        ["b@example.org"],
+        headers={"X-Note\r\nBcc": "x@example.com"},
+    )
+    try:
+        rendered = bad.message()
+    except ValueError:
+        pass  # a Django that checks names itself: refused all the same
+    else:
+        with pytest.raises(ValueError, match="Invalid header name"):
+            serialize(rendered, linesep="\r\n")
+        with pytest.raises(ValueError, match="Invalid header name"):
+            serialize(rendered, policy=email.policy.SMTP)
+    good = [
+        django.core.mail.EmailMessage("Fine", "Body", "a@example.org", ["good@example.org"])
+        for _ in range(count - 1)
+    ]
+    backend = make_backend(scripted, fail_silently=fail_silently)
+    try:
+        with pytest.raises(ValueError):  # never silent: a programming error, as in Django
+            backend.send_messages([*good, bad])
+    finally:
+        backend.close()
+        bridge.shutdown()
+    wire = b"".join(scripted.received)
+    assert b"Bcc" not in wire and b"x@example.com" not in wire
+    assert server.verbs.count(b"MAIL") == count - 1  # the good ones before it went out
+
+
+def test_a_header_object_is_checked_under_the_name_it_writes() -> None:
+    # The modern fold writes the header object's own name, whatever it is stored under.
+    registry = email.policy.SMTP.header_factory
+    message = _smtp_email_message()
+    message._headers.append(("X-A", registry("X-Renamed", "v")))  # type: ignore[attr-defined]
+    assert serialize(message) == message.as_bytes()
+    assert b"\r\nX-Renamed: v\r\n" in serialize(message)
+    message._headers.append(("X-B", registry("X-Note\r\nBcc", "x@example.com")))  # type: ignore[attr-defined]
+    for write in (serialize, flatten):
+        with pytest.raises(ValueError, match="Invalid header name"):
+            write(message)
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+def test_a_header_name_that_is_not_a_str_is_a_type_error(build: Any) -> None:
+    message = build()
+    message._headers.append((b"X-Bytes", "v"))
+    with pytest.raises(TypeError, match="A header name must be a str, not bytes"):
+        serialize(message)

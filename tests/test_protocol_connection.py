@@ -760,3 +760,97 @@ def test_only_content_may_follow_354(command: Command, pipelining: bool) -> None
     )
     with pytest.raises(SMTPProtocolError):
         conn.send(command, WIRE[command])
+
+
+OUT_OF_STEP = r"Reply \d{3} cannot answer .*: the replies are out of step with the commands sent .*"
+GROUP = [*READY, Send(C.MAIL), Send(C.RCPT), Send(C.DATA)]
+
+
+@pytest.mark.parametrize(
+    ("steps", "fail"),
+    [
+        pytest.param(
+            GROUP,
+            Fail(
+                b"250 ok\r\n250 ok\r\n250 extra\r\n354 go\r\n",
+                OUT_OF_STEP,
+                [(C.MAIL, R(250, "ok")), (C.RCPT, R(250, "ok"))],
+            ),
+            id="2xx-to-DATA",
+        ),
+        pytest.param(
+            GROUP,
+            Fail(b"250 ok\r\n354 go\r\n", OUT_OF_STEP, [(C.MAIL, R(250, "ok"))]),
+            id="354-to-RCPT",
+        ),
+        pytest.param(GROUP, Fail(b"354 go\r\n", OUT_OF_STEP), id="354-to-MAIL"),
+        pytest.param([*READY, Send(C.RSET)], Fail(b"354 go\r\n", OUT_OF_STEP), id="354-to-RSET"),
+        pytest.param([*READY, Send(C.NOOP)], Fail(b"334 go\r\n", OUT_OF_STEP), id="334-to-NOOP"),
+        pytest.param(
+            [
+                *GROUP,
+                Recv(
+                    b"250 a\r\n250 b\r\n354 c\r\n",
+                    [(C.MAIL, R(250, "a")), (C.RCPT, R(250, "b")), (C.DATA, R(354, "c"))],
+                ),
+                Send(C.CONTENT),
+            ],
+            Fail(b"354 again\r\n", OUT_OF_STEP),
+            id="354-to-end-of-data",
+        ),
+    ],
+)
+def test_a_reply_out_of_step_with_its_command_is_a_protocol_error(
+    steps: list[Step], fail: Fail
+) -> None:
+    # An extra reply inside a pipelined group shifts every later reply onto the wrong
+    # command; judged as it lands, a 250 meant for RCPT would refuse the DATA.
+    conn = play([*steps, fail], pipelining=True)
+    assert conn.phase is P.ERROR
+    with pytest.raises(SMTPProtocolError):
+        conn.send(C.RSET, WIRE[C.RSET])
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (C.DATA, b"354 go\r\n"),
+        (C.DATA, b"554 no\r\n"),
+        (C.DATA, b"451 later\r\n"),
+        (C.MAIL, b"250 ok\r\n"),
+        (C.MAIL, b"550 no\r\n"),
+        (C.AUTH, b"334 VXNlcm5hbWU6\r\n"),
+        (C.AUTH, b"235 ok\r\n"),
+        (C.OTHER, b"354 whatever\r\n"),
+        (C.NOOP, b"250 ok\r\n"),
+    ],
+)
+def test_replies_in_step_with_their_command_pass(command: Command, reply: bytes) -> None:
+    conn = play(READY)
+    conn.send(command, WIRE[command])
+    conn.receive_data(reply)
+    [(answered, _)] = drain(conn)
+    assert answered is command
+    assert conn.phase is not P.ERROR
+
+
+@pytest.mark.parametrize(
+    ("steps", "late"),
+    [
+        pytest.param([], b"220 late greeting\r\n", id="lost-before-the-greeting"),
+        pytest.param([*READY, Send(C.EHLO)], b"250 late ehlo\r\n", id="lost-awaiting-EHLO"),
+        pytest.param([*GREET, Send(C.HELO)], b"250 late helo\r\n", id="lost-awaiting-HELO"),
+    ],
+)
+def test_a_lost_connection_stays_closed_whatever_arrives_after(
+    steps: list[Step], late: bytes
+) -> None:
+    # Found by tests/test_fuzz_protocol.py: a greeting or an EHLO reply fed after
+    # connection_lost() used to reopen the session (GREETED / READY) and accept commands.
+    conn = play(steps)
+    conn.connection_lost()
+    conn.receive_data(late)
+    assert conn.phase is P.CLOSED
+    for command in ALL_SENDABLE:
+        with pytest.raises(SMTPServerDisconnected):
+            conn.send(command, WIRE[command])

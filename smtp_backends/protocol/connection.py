@@ -55,6 +55,10 @@ _GROUPABLE = frozenset({Command.MAIL, Command.RCPT, Command.RSET, Command.CONTEN
 _NO_TRANSITION = frozenset(
     {Command.MAIL, Command.RCPT, Command.CONTENT, Command.RSET, Command.NOOP, Command.AUTH}
 )
+# Commands whose positive replies are all 2xx, except DATA's (354 only).
+_JUDGED = frozenset(
+    {Command.MAIL, Command.RCPT, Command.DATA, Command.CONTENT, Command.RSET, Command.NOOP}
+)
 # Commands that need a completed EHLO/HELO first.
 _NEEDS_HELLO = frozenset({Command.MAIL, Command.RCPT, Command.DATA, Command.AUTH, Command.STARTTLS})
 
@@ -184,7 +188,19 @@ class ClientConnection:
             self._fail(f"Reply received with no command awaiting one: {reply}")
         command = self.pending.popleft()
         code = reply.code
-        if command in _NO_TRANSITION and code != 421:
+        if code < 400 and command in _JUDGED and (code < 300) is (command is Command.DATA):
+            # RFC 5321 4.3.2: DATA's only positive reply is 354, and no other
+            # transaction command has an intermediate (3xx) one. Such a reply is
+            # out of step with the commands sent (an extra reply in a pipelined
+            # group shifts every later one): the state is in doubt, and the
+            # message must not be judged on a reply that was not its own.
+            self._fail(
+                f"Reply {code} cannot answer {command.value}: the replies are out of "
+                f"step with the commands sent ({reply.message[:80]!r})"
+            )
+        if (command in _NO_TRANSITION and code != 421) or self.phase is Phase.CLOSED:
+            # A closed session stays closed, whatever arrives after its end (the
+            # rest of a group's replies after a 421, bytes after connection_lost).
             self._events.append((command, reply))
             return
         if command is Command.GREETING:
