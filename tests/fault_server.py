@@ -4,7 +4,8 @@ It speaks PIPELINING, answers everything one socket read delivered in one write 
 does) and, per transaction, may misbehave: reset the connection (TCP RST) on MAIL, RCPT or
 DATA (before the dot: nothing stored), store the message and reset instead of answering the
 dot (the client cannot know: "unknown outcome"), answer 421 to MAIL and close, or answer 451
-to MAIL, RCPT or the dot (nothing stored).
+to MAIL, RCPT or the dot (nothing stored). A test may also pick ``freeze-data``: answer 354
+to DATA, then stop reading (the client's content backs up; nothing is stored).
 
 Each message is known by its envelope sender (``m<N>@...``): a fault is chosen from a hash of
 the seed, the sender and how many times the server has seen that sender's MAIL, so a message's
@@ -31,6 +32,8 @@ import signal
 import socket
 import struct
 import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,8 +94,12 @@ class _Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.server.sessions.add(transport)
         self.server.books.connections += 1
         transport.write(b"220 faults.test ESMTP\r\n")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -186,6 +193,9 @@ class _Session(asyncio.Protocol):
         elif verb == b"DATA":
             if self.fault == "reset-data":
                 self._reset()
+            elif self.fault == "freeze-data" and self.transport is not None:
+                self.out.append(b"354 go ahead\r\n")
+                self.transport.pause_reading()
             elif self.failed:
                 self.out.append(b"554 5.5.1 no valid recipients\r\n")
             else:
@@ -224,16 +234,25 @@ class FaultServerCore:
     """The server's state and its fault choices (runs on whichever loop starts it)."""
 
     def __init__(
-        self, *, seed: int = 1, faults: dict[str, float] | None = None, keep_bodies: bool = True
+        self,
+        *,
+        seed: int = 1,
+        faults: dict[str, float] | None = None,
+        keep_bodies: bool = True,
+        rule: Callable[[str, int], str | None] | None = None,
     ) -> None:
         self.seed = seed
+        self.rule = rule
         self.faults = dict(DEFAULT_FAULTS if faults is None else faults)
         self.books = Books()
+        self.sessions: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
         self.keep_bodies = keep_bodies
         self.bodies: dict[str, bytes] = {} if keep_bodies else _Discard()
 
     def choose(self, sender: str, attempt: int) -> str | None:
         """The fault for ``sender``'s ``attempt``-th MAIL, or None (the same in every run)."""
+        if self.rule is not None:
+            return self.rule(sender, attempt)
         draw = random.Random(f"{self.seed}:{sender}:{attempt}").random()
         for kind, share in self.faults.items():
             if draw < share:
@@ -290,6 +309,9 @@ class FaultServer(FaultServerCore):
             loop.run_forever()
         finally:
             server.close()
+            for transport in list(self.sessions):
+                transport.abort()
+            loop.run_until_complete(asyncio.sleep(0.01))  # let the aborts finish
             loop.close()
 
 
