@@ -224,11 +224,20 @@ def _steps(
         return len(expected)
 
     def read_group(count: int) -> Generator[int, None, None]:
-        if clock is not None:  # bounded by the oldest send still waiting
-            for transaction, _ in expected:
-                if transaction is not None:
-                    clock.watch(id(transaction))
-                    break
+        if clock is not None:
+            # Wait for each transaction's replies in turn, each wait bounded by
+            # that transaction's own deadline (send_timeout).
+            upto = 0
+            while upto < count:
+                owner = expected[upto][0]
+                end = upto + 1
+                while end < count and expected[end][0] is owner:
+                    end += 1
+                if owner is not None:
+                    clock.watch(id(owner))
+                if end < count:
+                    yield end
+                upto = end
         yield count
         group = expected[:count]
         del expected[:count]
