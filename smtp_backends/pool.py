@@ -243,8 +243,8 @@ class SMTPPool:
         self._planner.discard(entry)
         self._released.set()
 
-    async def _acquire(self, clock: SendClock | None = None) -> Entry:
-        """A ready connection; waiting and connecting count against ``clock``."""
+    async def _acquire(self, clock: SendClock | None = None) -> tuple[Entry, SMTP]:
+        """An entry and its ready client; waiting and connecting count against ``clock``."""
         if self._closed:
             raise SMTPPoolClosedError("The pool is closed")
         loop = self._bound_loop()
@@ -274,16 +274,16 @@ class SMTPPool:
                 timer.cancel()
         try:
             if clock is None:
-                await self._make_ready(entry)
+                client = await self._make_ready(entry)
             else:
-                await clock.bound(self._make_ready(entry), connecting=True)
+                client = await clock.bound(self._make_ready(entry), connecting=True)
         except BaseException:
             self._discard(entry)
             if entry.client is not None:
                 entry.client.close()
             self._step()
             raise
-        return entry
+        return entry, client
 
     def _give_up(self, waiter: _Waiter) -> None:
         """The acquire timeout passed: stop waiting for a connection."""
@@ -295,15 +295,15 @@ class SMTPPool:
                 )
             )
 
-    async def _make_ready(self, entry: Entry) -> None:
-        """Open a new entry's connection, or check one that sat idle."""
+    async def _make_ready(self, entry: Entry) -> SMTP:
+        """Open a new entry's connection, or check one that sat idle; return it."""
         client = entry.client
         if client is not None and client.is_connected:
             if self._now() - entry.idle_since < self.check_after:
-                return
+                return client
             try:
                 await client.noop()
-                return
+                return client
             except (SMTPException, OSError):
                 logger.debug("pool: connection #%d failed its check; replacing it", entry.number)
                 client.close()
@@ -311,6 +311,7 @@ class SMTPPool:
         entry.client = client
         await client.connect()
         self.connections_opened += 1
+        return client
 
     def _release(self, entry: Entry, *, reusable: bool, sent: int = 0) -> None:
         client = entry.client
@@ -335,10 +336,8 @@ class SMTPPool:
         limit = self.config.send_timeout if isinstance(send_timeout, Default) else send_timeout
         clock = SendClock.starting_now(limit)
         for attempt in (1, 2):
-            entry = await self._acquire(clock)
+            entry, client = await self._acquire(clock)
             reused = entry.messages_sent > 0
-            client = entry.client
-            assert client is not None  # _acquire opened it
             sent = 0
             try:
                 if clock is not None and clock.expired():
@@ -515,7 +514,7 @@ class SMTPPool:
                     await changed.wait()
                     continue
                 try:
-                    entry = await self._acquire()
+                    entry, client = await self._acquire()
                 except SMTPPoolClosedError:
                     raise
                 except SMTPException as exc:
@@ -524,8 +523,6 @@ class SMTPPool:
                         # No connection at all can be had: what is left fails alike.
                         stop(exc)
                     return  # the other workers go on with what is left
-                client = entry.client
-                assert client is not None  # _acquire opened it
                 sent = 0
                 progressed = False
                 try:
