@@ -526,7 +526,7 @@ class SMTPPool:
                 sent = 0
                 progressed = False
                 try:
-                    while book.pending and client.is_connected:
+                    while book.pending and client.is_connected and not self._closed:
                         accepted, moved = await run_chunk(client, book.take(chunk))
                         sent += accepted
                         progressed = progressed or moved
@@ -543,8 +543,13 @@ class SMTPPool:
                     )
                     return
 
+        tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
         try:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed (the pool closed) or we were cancelled
+                task.cancel()
+            raise
         finally:
             changed.set()
         final: list[Outcome | Exception] = []

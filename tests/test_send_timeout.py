@@ -172,6 +172,30 @@ async def test_send_timeout_counts_the_ehlo_a_send_needs(
     assert b"MAIL" not in groups[0].verbs
 
 
+async def test_waiting_for_the_connection_counts_against_send_timeout(
+    make_scripted_server: Callable[..., ScriptedServer],
+) -> None:
+    # The first send holds the connection while its dot's reply takes 0.4 s; a second
+    # send on the same client with 0.2 s gives up waiting for it: not sent, and the
+    # connection is untouched for the first.
+    scripted, groups = slow_server(
+        make_scripted_server, pipelining=True, slow=lambda group, item: item.kind == "data"
+    )
+    host, port = scripted.address
+    async with SMTP(hostname=host, port=port, timeout=OP_TIMEOUT, start_tls=False) as client:
+        await client.ehlo()
+        first = asyncio.ensure_future(client.sendmail("a@example.com", ["b@example.com"], RAW))
+        await asyncio.sleep(0.05)
+        with pytest.raises(SMTPTimeoutError, match="send_timeout") as caught:
+            await client.sendmail("c@example.com", ["d@example.com"], RAW, send_timeout=0.2)
+        assert not isinstance(caught.value, SMTPUnknownOutcomeError)
+        errors, _ = await first
+        assert errors == {}
+        assert client.is_connected
+    assert stored(groups) == 1
+    assert b"MAIL FROM:<c@example.com>" not in groups[0].lines
+
+
 async def test_per_call_none_lifts_the_configured_send_timeout(
     make_scripted_server: Callable[..., ScriptedServer],
 ) -> None:
