@@ -997,7 +997,7 @@ class SMTP:
         on_content: ContentCallback | None = None,
     ) -> list[Outcome | Exception]:
         """:meth:`send_messages`; the pool also hears when content leaves before a dot."""
-        limit = self._config.send_timeout if send_timeout is _default else send_timeout
+        limit = self._send_limit(send_timeout)
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
@@ -1010,12 +1010,18 @@ class SMTP:
                 on_content,
             )
 
+    def _send_limit(self, send_timeout: Timeout) -> float | None:
+        """The send_timeout in force: the call's, else the client's (checked)."""
+        limit = self._config.send_timeout if send_timeout is _default else send_timeout
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 0
+        ):
+            raise ValueError(f"Invalid send_timeout: {limit!r} (seconds >= 0, or None)")
+        return limit
+
     def _clock(self, send_timeout: Timeout) -> SendClock | None:
         """The clock of one whole send starting now (None: no send_timeout)."""
-        limit = self._config.send_timeout if send_timeout is _default else send_timeout
-        if limit is not None and (isinstance(limit, bool) or not limit >= 0):
-            raise ValueError(f"Invalid send_timeout: {limit!r} (seconds >= 0, or None)")
-        return SendClock.starting_now(limit)
+        return SendClock.starting_now(self._send_limit(send_timeout))
 
     def _locked(self, clock: SendClock | None) -> AbstractAsyncContextManager[Any]:
         """This connection's lock; its wait counts against ``clock``."""

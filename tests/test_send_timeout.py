@@ -358,3 +358,18 @@ def _message() -> Any:
     message["Subject"] = "hi"
     message.set_content("body\n")
     return message
+
+
+async def test_a_bad_per_call_send_timeout_for_a_batch_fails_before_anything_is_written(
+    make_scripted_server: Callable[..., ScriptedServer],
+) -> None:
+    scripted, groups = slow_server(make_scripted_server, slow=lambda group, item: False)
+    host, port = scripted.address
+    async with SMTP(hostname=host, port=port, start_tls=False) as client:
+        with pytest.raises(ValueError, match="send_timeout"):
+            await client.send_messages(
+                [("a@example.com", ["b@example.com"], RAW)],
+                send_timeout="1",  # type: ignore[arg-type]
+            )
+        await client.noop()
+    assert b"MAIL" not in groups[0].verbs
