@@ -106,9 +106,7 @@ class ConnectionConfig:
             or not isinstance(self.send_timeout, (int, float))
             or not self.send_timeout > 0
         ):
-            raise ValueError(
-                f"Invalid send_timeout: {self.send_timeout!r} (seconds > 0, or None)"
-            )
+            raise ValueError(f"Invalid send_timeout: {self.send_timeout!r} (seconds > 0, or None)")
         if self.hostname is not None and not isinstance(self.hostname, str):
             raise TypeError(f"hostname must be a str, not {type(self.hostname).__name__}")
         if self.local_hostname is not None:
