@@ -135,8 +135,11 @@ class SendClock:
             if connecting:
                 raise SMTPConnectTimeoutError(text) from None
             raise SMTPTimeoutError(text) from None
-        except SMTPTimeoutError as exc:
-            raise self.relabel(exc) from exc.__cause__
+        except SMTPTimeoutError as exc:  # its own timeout, capped by the time left
+            relabelled = self.relabel(exc)
+            if relabelled is exc:
+                raise
+            raise relabelled from exc
 
     @contextlib.asynccontextmanager
     async def holding(self, lock: asyncio.Lock) -> AsyncIterator[None]:
