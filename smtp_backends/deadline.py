@@ -130,16 +130,17 @@ class SendClock:
         """
         try:
             return await asyncio.wait_for(work, self.remaining())
-        except asyncio.TimeoutError:
-            text = f"Not sent: the send took longer than its send_timeout ({self.limit} s)"
-            if connecting:
-                raise SMTPConnectTimeoutError(text) from None
-            raise SMTPTimeoutError(text) from None
+        # First: our errors are TimeoutErrors too, as asyncio's is from Python 3.11.
         except SMTPTimeoutError as exc:  # its own timeout, capped by the time left
             relabelled = self.relabel(exc)
             if relabelled is exc:
                 raise
             raise relabelled from exc
+        except asyncio.TimeoutError:
+            text = f"Not sent: the send took longer than its send_timeout ({self.limit} s)"
+            if connecting:
+                raise SMTPConnectTimeoutError(text) from None
+            raise SMTPTimeoutError(text) from None
 
     @contextlib.asynccontextmanager
     async def holding(self, lock: asyncio.Lock) -> AsyncIterator[None]:
