@@ -253,7 +253,12 @@ class SMTPPool:
         self._step()
         wait = self.acquire_timeout if clock is None else clock.cap(self.acquire_timeout)
         timer = (
-            loop.call_later(wait, self._give_up, waiter)
+            loop.call_later(
+                wait,
+                self._give_up,
+                waiter,
+                clock.limit if clock is not None and wait != self.acquire_timeout else None,
+            )
             if wait is not None and not waiter.future.done()
             else None
         )
@@ -285,12 +290,17 @@ class SMTPPool:
             raise
         return entry, client
 
-    def _give_up(self, waiter: _Waiter) -> None:
-        """The acquire timeout passed: stop waiting for a connection."""
+    def _give_up(self, waiter: _Waiter, send_timeout: float | None = None) -> None:
+        """The acquire timeout (or the send's ``send_timeout``) passed: stop waiting."""
         if not waiter.future.done() and self._planner.cancel(waiter):
+            limit = (
+                f"{self.acquire_timeout} s"
+                if send_timeout is None
+                else f"the send's send_timeout ({send_timeout} s)"
+            )
             waiter.future.set_exception(
                 SMTPPoolTimeoutError(
-                    f"No connection became free within {self.acquire_timeout} s "
+                    f"No connection became free within {limit} "
                     f"({self._planner.max_connections} in use)"
                 )
             )

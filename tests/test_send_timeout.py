@@ -21,6 +21,7 @@ from smtp_backends import (
     ConnectionConfig,
     SMTPConnectTimeoutError,
     SMTPPool,
+    SMTPPoolTimeoutError,
     SMTPReadTimeoutError,
     SMTPTimeoutError,
     SMTPUnknownOutcomeError,
@@ -373,3 +374,22 @@ async def test_a_bad_per_call_send_timeout_for_a_batch_fails_before_anything_is_
             )
         await client.noop()
     assert b"MAIL" not in groups[0].verbs
+
+
+async def test_pool_send_message_waiting_for_a_busy_pool_counts_against_send_timeout(
+    make_scripted_server: Callable[..., ScriptedServer],
+) -> None:
+    scripted, groups = slow_server(
+        make_scripted_server, pipelining=True, slow=lambda group, item: item.kind == "data"
+    )
+    host, port = scripted.address
+    async with SMTPPool(hostname=host, port=port, timeout=OP_TIMEOUT, max_connections=1) as pool:
+        busy = asyncio.ensure_future(pool.sendmail("a@example.com", ["b@example.com"], RAW))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(SMTPPoolTimeoutError, match=r"send_timeout \(0.15 s\)"):
+            await pool.sendmail("c@example.com", ["d@example.com"], RAW, send_timeout=0.15)
+        assert time.monotonic() - started < 0.15 + 0.3
+        errors, _ = await busy
+    assert errors == {}
+    assert stored(groups) == 1
