@@ -491,6 +491,10 @@ class SMTPPool:
                 index = indices[position]
                 latest[index] = outcome
                 verdict = verdict_of(outcome, position in content_left)
+                if verdict is Verdict.NOT_SENT and client.is_connected:
+                    # Not sent although the connection lives on: charge it, so that
+                    # nothing can go round on one connection for ever.
+                    verdict = Verdict.TRANSIENT
                 progressed = progressed or verdict is not Verdict.NOT_SENT
                 if book.record(index, verdict):
                     accepted += verdict is Verdict.SENT

@@ -272,3 +272,22 @@ async def test_closing_the_pool_stops_a_batch_and_its_workers() -> None:
             await asyncio.wait_for(task, 10)
         assert pool._planner.entries == []
         assert len(told) == len(set(told))
+
+
+async def test_an_item_that_fails_like_a_lost_connection_cannot_go_round_for_ever() -> None:
+    # A lazy item whose own code raises SMTPServerDisconnected, while the connection is
+    # fine: it is charged each time, and fails after max_attempts; the others are sent.
+    calls = [0]
+
+    def broken() -> tuple[str, list[str], bytes]:
+        calls[0] += 1
+        raise SMTPServerDisconnected("the item's own lookup lost its connection")
+
+    with FaultServer(rule=lambda sender, attempt: None) as server:
+        items: list[Any] = [*batch(3), broken, *batch(3, prefix="n")]
+        async with pool_on(server, max_connections=1) as pool:
+            outcomes = await asyncio.wait_for(pool.send_messages(items), 30)
+        assert server.books.connections == 1
+    assert calls[0] == 3
+    assert isinstance(outcomes[3], SMTPServerDisconnected)
+    assert sum(isinstance(o, tuple) for o in outcomes) == 6
