@@ -32,7 +32,6 @@ import signal
 import socket
 import struct
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,7 +82,8 @@ class _Session(asyncio.Protocol):
 
     def __init__(self, server: FaultServerCore) -> None:
         self.server = server
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None  # None once closed or reset
+        self.own: asyncio.Transport | None = None  # kept to the end, for the server's set
         self.buffer = bytearray()
         self.in_data = False
         self.sender: str | None = None
@@ -93,12 +93,13 @@ class _Session(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = self.own = transport
         self.server.sessions.add(transport)
         self.server.books.connections += 1
         transport.write(b"220 faults.test ESMTP\r\n")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.server.sessions.discard(self.own)
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -245,7 +246,9 @@ class FaultServerCore:
         self.rule = rule
         self.faults = dict(DEFAULT_FAULTS if faults is None else faults)
         self.books = Books()
-        self.sessions: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        # Strong references: a session that stopped reading is referenced by nothing
+        # else, and would be collected (its socket closed, with a reset) at random.
+        self.sessions: set[asyncio.Transport] = set()
         self.keep_bodies = keep_bodies
         self.bodies: dict[str, bytes] = {} if keep_bodies else _Discard()
 

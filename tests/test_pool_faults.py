@@ -192,7 +192,8 @@ async def test_a_large_message_whose_content_left_is_charged_an_attempt() -> Non
         assert sorted(index for index, _ in told) == [0, 1, 2, 3]
         assert server.books.tries["m1@example.com"] == 3
         assert server.books.stored["m1@example.com"] == 0
-    assert isinstance(outcomes[1], SMTPTimeoutError)
+    # The drain timed out (or the connection went down) with its content out, before its dot.
+    assert isinstance(outcomes[1], (SMTPTimeoutError, SMTPServerDisconnected))
     assert not isinstance(outcomes[1], SMTPUnknownOutcomeError)
     assert [isinstance(outcomes[n], tuple) for n in (0, 2, 3)] == [True, True, True]
 
