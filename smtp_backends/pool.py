@@ -4,7 +4,9 @@ Decisions (who gets which connection, which to open or close) are made by
 the pure :class:`~smtp_backends.pool_planner.PoolPlanner`; this module does
 the I/O around them: connecting lazily (greeting, EHLO, STARTTLS and AUTH
 once per connection), checking a connection that sat idle before reusing
-it, QUITting connections that expire, and spreading batches.
+it, QUITting connections that expire, and spreading batches, whose
+scheduling (each message's account, what goes back in line, when to stop
+reconnecting) is the pure :class:`~smtp_backends.pool_planner.BatchBook`'s.
 
 A connection whose state is in doubt is never returned: the client closes
 itself on any timeout, cancellation or protocol error, and the pool takes
