@@ -15,11 +15,13 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Literal
 
 from .config import ConnectionConfig, OAuthTokenGenerator, SocketPath
-from .delivery import ResultCallback, deliver
+from .deadline import SendClock
+from .delivery import ContentCallback, ResultCallback, deliver
 from .errors import (
     SMTPAuthenticationError,
     SMTPConnectResponseError,
@@ -123,6 +125,8 @@ class SMTP:
         local_hostname: name sent with EHLO/HELO (default: this host's FQDN).
         source_address: ``(host, port)`` to bind before connecting.
         timeout: default seconds for every operation (60); None waits forever.
+        send_timeout: most seconds for one whole send on top of ``timeout``
+            (None, the default: no bound); see :meth:`send_message`.
         use_tls: implicit TLS from the first byte (port 465).
         start_tls: None upgrades when the server offers STARTTLS; True
             requires it (the connection fails if not offered); False never
@@ -147,6 +151,7 @@ class SMTP:
     local_hostname = _ConfigOption()
     source_address = _ConfigOption()
     timeout = _ConfigOption()
+    send_timeout = _ConfigOption()
     use_tls = _ConfigOption()
     validate_certs = _ConfigOption()
     client_cert = _ConfigOption()
@@ -180,6 +185,7 @@ class SMTP:
         sock: socket.socket | None = None,
         pipelining: bool = True,
         allow_insecure_auth: bool = False,
+        send_timeout: float | None = None,
     ) -> None:
         self._config = ConnectionConfig(
             hostname=hostname,
@@ -201,6 +207,7 @@ class SMTP:
             sock=sock,
             pipelining=pipelining,
             allow_insecure_auth=allow_insecure_auth,
+            send_timeout=send_timeout,
         )
         self._start_disconnected()
 
@@ -948,6 +955,7 @@ class SMTP:
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
+        send_timeout: Timeout = _default,
     ) -> Outcome:
         """Send raw message data: one whole mail transaction.
 
@@ -968,14 +976,18 @@ class SMTP:
             SMTPUnknownOutcomeError: the connection ended after the content
                 was sent and before the reply; the message may have been
                 accepted: do not resend blindly.
+            SMTPTimeoutError: an operation took longer than ``timeout``, or the
+                whole call longer than ``send_timeout`` (the client's by
+                default), before the end-of-data dot left: not sent. After it:
+                SMTPUnknownOutcomeTimeoutError.
         """
-        async with self._get_lock():
-            timeout_value = self._timeout(timeout)
-            await self._ehlo_or_helo_if_needed(timeout_value)
+        clock = self._clock(send_timeout)
+        async with self._locked(clock):
+            timeout_value = await self._ready_to_send(timeout, clock)
             envelope = envelope_for_data(
                 sender, recipients, message, mail_options, rcpt_options, self._extensions
             )
-            [outcome] = await self._run([lambda: envelope], timeout_value)
+            [outcome] = await self._run([lambda: envelope], timeout_value, clock=clock)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -990,6 +1002,7 @@ class SMTP:
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
+        send_timeout: Timeout = _default,
     ) -> Outcome:
         """Send an :class:`email.message.EmailMessage` (or an ``email.mime`` object).
 
@@ -1002,13 +1015,13 @@ class SMTP:
         message has no sender or no recipients, and SMTPNotSupported when it
         needs SMTPUTF8 and the server lacks it.
         """
-        async with self._get_lock():
-            timeout_value = self._timeout(timeout)
-            await self._ehlo_or_helo_if_needed(timeout_value)
+        clock = self._clock(send_timeout)
+        async with self._locked(clock):
+            timeout_value = await self._ready_to_send(timeout, clock)
             envelope = envelope_for_message(
                 message, sender, recipients, mail_options, rcpt_options, self._extensions
             )
-            [outcome] = await self._run([lambda: envelope], timeout_value)
+            [outcome] = await self._run([lambda: envelope], timeout_value, clock=clock)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -1045,6 +1058,7 @@ class SMTP:
         /,
         *,
         timeout: Timeout = _default,
+        send_timeout: Timeout = _default,
         on_result: ResultCallback | None = None,
     ) -> list[Outcome | Exception]:
         """Send many messages over this connection, pipelined when possible.
@@ -1064,26 +1078,82 @@ class SMTP:
             stops the others; if the connection is lost, the message in flight
             gets SMTPUnknownOutcomeError (when its content was sent) or the
             connection error, and later ones an SMTPServerDisconnected saying
-            they were not sent.
+            they were not sent. ``send_timeout`` (the client's by default)
+            bounds each message's transaction, from its first command to the
+            reply to its dot; when it runs out the connection is closed, as
+            for any timeout.
 
         Raises:
             SMTPServerDisconnected: not connected.
         """
-        items = list(messages)
+        return await self._send_batch(list(messages), timeout, send_timeout, on_result)
+
+    async def _send_batch(
+        self,
+        items: Sequence[BatchItem],
+        timeout: Timeout,
+        send_timeout: Timeout,
+        on_result: ResultCallback | None,
+        on_content: ContentCallback | None = None,
+    ) -> list[Outcome | Exception]:
+        """:meth:`send_messages`; the pool also hears when content leaves before a dot."""
+        limit = self._send_limit(send_timeout)
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
+            clock = SendClock(asyncio.get_running_loop(), limit) if limit is not None else None
             return await self._run(
-                [self._batch_preparer(item) for item in items], timeout_value, on_result
+                [self._batch_preparer(item) for item in items],
+                timeout_value,
+                on_result,
+                clock,
+                on_content,
             )
+
+    def _send_limit(self, send_timeout: Timeout) -> float | None:
+        """The send_timeout in force: the call's, else the client's (checked)."""
+        limit = self._config.send_timeout if send_timeout is _default else send_timeout
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit >= 0
+        ):
+            raise ValueError(f"Invalid send_timeout: {limit!r} (seconds >= 0, or None)")
+        return limit
+
+    def _clock(self, send_timeout: Timeout) -> SendClock | None:
+        """The clock of one whole send starting now (None: no send_timeout)."""
+        return SendClock.starting_now(self._send_limit(send_timeout))
+
+    def _locked(self, clock: SendClock | None) -> AbstractAsyncContextManager[Any]:
+        """This connection's lock; its wait counts against ``clock``."""
+        return self._get_lock() if clock is None else clock.holding(self._get_lock())
+
+    async def _ready_to_send(self, timeout: Timeout, clock: SendClock | None) -> float | None:
+        """EHLO if needed, within the time left; the per-operation timeout to use.
+
+        Raises:
+            SMTPTimeoutError: ``clock`` ran out first (nothing of the message was sent).
+        """
+        timeout_value = self._timeout(timeout)
+        if clock is None:
+            await self._ehlo_or_helo_if_needed(timeout_value)
+            return timeout_value
+        if self.is_ehlo_or_helo_needed:
+            await clock.bound(self._ehlo_or_helo_if_needed(clock.cap(timeout_value)))
+        if clock.expired():
+            raise clock.not_sent()
+        return timeout_value
 
     async def _run(
         self,
         preparers: Sequence[Callable[[], Envelope]],
         timeout: float | None,
         on_result: ResultCallback | None = None,
+        clock: SendClock | None = None,
+        on_content: ContentCallback | None = None,
     ) -> list[Outcome | Exception]:
-        return await deliver(self._require_transport(), preparers, timeout, self.close, on_result)
+        return await deliver(
+            self._require_transport(), preparers, timeout, self.close, on_result, clock, on_content
+        )
 
     def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
         def prepare() -> Envelope:
@@ -1127,7 +1197,9 @@ async def send(
 
     ``message`` is an email message object (sender and recipients taken from
     its headers unless given) or raw ``str``/``bytes`` (then ``sender`` and
-    ``recipients`` are required). The other keywords are :class:`SMTP`'s.
+    ``recipients`` are required). The other keywords are :class:`SMTP`'s;
+    ``send_timeout`` bounds connecting and the send together (not the QUIT
+    after it, which has its own ``timeout``).
 
     Returns and raises as :meth:`SMTP.send_message` / :meth:`SMTP.sendmail`,
     plus the connection errors of :meth:`SMTP.connect`.
@@ -1138,6 +1210,11 @@ async def send(
         if recipients is None:
             raise ValueError("recipients are required when sending a raw message")
     client = SMTP(hostname=hostname, port=port, timeout=timeout, **options)
+    clock = client._clock(_default)
+    left: Timeout = _default
+    if clock is not None:
+        await clock.bound(client.connect(), connecting=True)
+        left = clock.remaining()
     async with client:
         if isinstance(message, email.message.Message):
             return await client.send_message(
@@ -1146,8 +1223,14 @@ async def send(
                 recipients=recipients,
                 mail_options=mail_options,
                 rcpt_options=rcpt_options,
+                send_timeout=left,
             )
         assert sender is not None and recipients is not None
         return await client.sendmail(
-            sender, recipients, message, mail_options=mail_options, rcpt_options=rcpt_options
+            sender,
+            recipients,
+            message,
+            mail_options=mail_options,
+            rcpt_options=rcpt_options,
+            send_timeout=left,
         )

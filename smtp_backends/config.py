@@ -34,8 +34,9 @@ class ConnectionConfig:
     """Everything needed to open and prepare one SMTP connection.
 
     The keywords are those of :class:`smtp_backends.SMTP` (aiosmtplib's),
-    plus ``pipelining`` and ``allow_insecure_auth``. Secrets are kept out of
-    the repr.
+    plus ``pipelining``, ``allow_insecure_auth`` and ``send_timeout`` (most
+    seconds for one whole send, on top of the per-operation ``timeout``;
+    None: no such bound). Secrets are kept out of the repr.
 
     Raises:
         ValueError: contradictory or invalid settings (see :meth:`validate`).
@@ -60,6 +61,7 @@ class ConnectionConfig:
     sock: socket.socket | None = None
     pipelining: bool = True
     allow_insecure_auth: bool = False
+    send_timeout: float | None = None
 
     def __post_init__(self) -> None:
         # As aiosmtplib: whitespace around the EHLO/HELO name is dropped (a name
@@ -75,7 +77,8 @@ class ConnectionConfig:
         Raises:
             ValueError: use_tls with start_tls=True, tls_context with a client
                 certificate, password with a token generator, several ways to
-                reach the server, a bad port, timeout or local host name.
+                reach the server, a bad port, timeout, send_timeout or local
+                host name.
         """
         if self.use_tls and self.start_tls:
             raise ValueError("The start_tls and use_tls options are not compatible.")
@@ -106,6 +109,12 @@ class ConnectionConfig:
         ):
             # 0 is allowed, as in aiosmtplib: every wait then times out at once.
             raise ValueError(f"Invalid timeout: {self.timeout!r} (seconds >= 0, or None)")
+        if self.send_timeout is not None and (
+            isinstance(self.send_timeout, bool)
+            or not isinstance(self.send_timeout, (int, float))
+            or not self.send_timeout > 0
+        ):
+            raise ValueError(f"Invalid send_timeout: {self.send_timeout!r} (seconds > 0, or None)")
         if self.hostname is not None and not isinstance(self.hostname, str):
             raise TypeError(f"hostname must be a str, not {type(self.hostname).__name__}")
         if self.hostname is not None and ("\r" in self.hostname or "\n" in self.hostname):

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Generator, Sequence
 
+from .deadline import SendClock
 from .errors import (
     SMTPException,
     SMTPServerDisconnected,
@@ -45,6 +46,8 @@ _DRAIN = -1
 
 #: Called once per message as soon as its outcome is final: (index, outcome).
 ResultCallback = Callable[[int, "Outcome | Exception"], object]
+#: Called with a message's index when its content leaves ahead of its dot (large messages).
+ContentCallback = Callable[[int], object]
 
 
 async def deliver(
@@ -53,6 +56,8 @@ async def deliver(
     timeout: float | None,
     close: Callable[[], None],
     on_result: ResultCallback | None = None,
+    clock: SendClock | None = None,
+    on_content: ContentCallback | None = None,
 ) -> list[Outcome | Exception]:
     """Run one transaction per envelope over ``transport``; see :meth:`SMTP.send_messages`.
 
@@ -61,14 +66,17 @@ async def deliver(
     end of the whole batch wakes the caller. ``on_result`` hears of each
     message's end-of-data reply the moment it arrives (a caller that must
     record accepted messages at once, say before a crash, relies on that) and
-    of every other outcome when the batch ends.
+    of every other outcome when the batch ends. ``clock`` bounds each
+    message's whole transaction (``send_timeout``); ``on_content`` (with
+    ``on_result``) hears of a message whose content left before its dot, so
+    that a failure before the dot still counts as a real attempt.
 
     Raises:
         asyncio.CancelledError: the caller was cancelled (the connection is
             closed: its state is in doubt).
     """
-    steps = _steps(transport, preparers, timeout, close, on_result)
-    driver = _Driver(transport, steps, timeout)
+    steps = _steps(transport, preparers, timeout, close, on_result, clock, on_content)
+    driver = _Driver(transport, steps, timeout, clock)
     driver.advance(None)
     try:
         return await driver.done
@@ -83,17 +91,19 @@ async def deliver(
 class _Driver:
     """Resumes the step generator whenever what it waits for has happened."""
 
-    __slots__ = ("done", "finished", "steps", "timeout", "transport")
+    __slots__ = ("clock", "done", "finished", "steps", "timeout", "transport")
 
     def __init__(
         self,
         transport: SMTPTransport,
         steps: Generator[int, None, list[Outcome | Exception]],
         timeout: float | None,
+        clock: SendClock | None = None,
     ) -> None:
         self.transport = transport
         self.steps = steps
         self.timeout = timeout
+        self.clock = clock
         self.done: asyncio.Future[list[Outcome | Exception]] = transport.loop.create_future()
         self.finished = False
 
@@ -101,7 +111,7 @@ class _Driver:
         self.advance(None)
 
     def fail(self, error: SMTPException) -> None:
-        self.advance(error)
+        self.advance(error if self.clock is None else self.clock.relabel(error))
 
     def advance(self, error: SMTPException | None) -> None:
         transport, steps = self.transport, self.steps
@@ -119,13 +129,12 @@ class _Driver:
                     self.done.set_exception(exc)
                 return
             error = None
+            timeout = self.timeout if self.clock is None else self.clock.cap(self.timeout)
             try:
                 if wanted == _DRAIN:
-                    waiting = transport.wait_for_drain(self.timeout, self.resume, self.fail)
+                    waiting = transport.wait_for_drain(timeout, self.resume, self.fail)
                 else:
-                    waiting = transport.wait_for_replies(
-                        wanted, self.timeout, self.resume, self.fail
-                    )
+                    waiting = transport.wait_for_replies(wanted, timeout, self.resume, self.fail)
             except SMTPException as exc:
                 error = exc
                 continue
@@ -139,6 +148,8 @@ def _steps(
     timeout: float | None,
     close: Callable[[], None],
     on_result: ResultCallback | None,
+    clock: SendClock | None = None,
+    on_content: ContentCallback | None = None,
 ) -> Generator[int, None, list[Outcome | Exception]]:
     """The transactions, as steps that yield what they wait for.
 
@@ -200,6 +211,11 @@ def _steps(
             if piece:
                 transport.write(piece)
             if command is Command.CONTENT:
+                assert transaction is not None
+                if piece and on_content is not None and id(transaction) in positions:
+                    on_content(positions[id(transaction)])
+                if clock is not None:
+                    clock.watch(id(transaction))
                 # A large message must leave before its dot is handed over:
                 # if the connection fails first, it was certainly not accepted.
                 yield _DRAIN
@@ -208,6 +224,20 @@ def _steps(
         return len(expected)
 
     def read_group(count: int) -> Generator[int, None, None]:
+        if clock is not None:
+            # Wait for each transaction's replies in turn, each wait bounded by
+            # that transaction's own deadline (send_timeout).
+            upto = 0
+            while upto < count:
+                owner = expected[upto][0]
+                end = upto + 1
+                while end < count and expected[end][0] is owner:
+                    end += 1
+                if owner is not None:
+                    clock.watch(id(owner))
+                if end < count:
+                    yield end
+                upto = end
         yield count
         group = expected[:count]
         del expected[:count]
@@ -246,6 +276,8 @@ def _steps(
             for index in range(total):
                 current, slots[index] = upcoming, upcoming
                 if isinstance(current, Transaction):
+                    if clock is not None:
+                        clock.start(id(current))
                     mail, *rcpts, data = current.envelope.commands
                     queue(current, Command.MAIL, mail)
                     for rcpt in rcpts:
@@ -261,6 +293,8 @@ def _steps(
                 if not isinstance(current, Transaction):
                     continue
                 yield from round_trip()  # the previous message's content, if any
+                if clock is not None:
+                    clock.start(id(current))
                 mail, *rcpts, data = current.envelope.commands
                 queue(current, Command.MAIL, mail)
                 yield from round_trip()

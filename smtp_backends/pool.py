@@ -4,7 +4,9 @@ Decisions (who gets which connection, which to open or close) are made by
 the pure :class:`~smtp_backends.pool_planner.PoolPlanner`; this module does
 the I/O around them: connecting lazily (greeting, EHLO, STARTTLS and AUTH
 once per connection), checking a connection that sat idle before reusing
-it, QUITting connections that expire, and spreading batches.
+it, QUITting connections that expire, and spreading batches, whose
+scheduling (each message's account, what goes back in line, when to stop
+reconnecting) is the pure :class:`~smtp_backends.pool_planner.BatchBook`'s.
 
 A connection whose state is in doubt is never returned: the client closes
 itself on any timeout, cancellation or protocol error, and the pool takes
@@ -15,22 +17,32 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .client import SMTP, BatchItem
+from .client import SMTP, BatchItem, Default
 from .config import ConnectionConfig
+from .deadline import SendClock
 from .delivery import ResultCallback
 from .errors import (
     SMTPException,
     SMTPPoolClosedError,
     SMTPPoolTimeoutError,
+    SMTPServerDisconnected,
 )
 from .message import AnyMessage
 from .outcomes import resend_now
-from .pool_planner import EntryState, Plan, PoolEntry, PoolPlanner
+from .pool_planner import (
+    BatchBook,
+    EntryState,
+    Plan,
+    PoolEntry,
+    PoolPlanner,
+    Verdict,
+    check_batch_limits,
+    verdict_of,
+)
 from .protocol.transaction import Outcome
 from .transport import logger
 
@@ -50,12 +62,15 @@ ProgressCallback = Callable[[int, int], object]
 _retryable = resend_now
 
 
+Entry = PoolEntry[SMTP]
+
+
 class _Waiter:
     """A caller waiting for a connection (hashable token for the planner)."""
 
     __slots__ = ("future",)
 
-    def __init__(self, future: asyncio.Future[PoolEntry]) -> None:
+    def __init__(self, future: asyncio.Future[Entry]) -> None:
         self.future = future
 
 
@@ -72,9 +87,19 @@ class SMTPPool:
             :class:`SMTPPoolTimeoutError`.
         check_after: a connection idle this long is checked with NOOP before
             reuse; a dead one is replaced transparently.
+        max_attempts: real attempts per message of :meth:`send_messages` (a
+            reply refused it for now, or its content left before the
+            connection failed); one that only waited behind a failure is not
+            charged.
+        max_reconnects: connections in a row that :meth:`send_messages` may
+            lose without getting any message further (after the first such
+            loss) before it stops and fails what is left.
         **options: the connection keywords of :class:`smtp_backends.SMTP`
             (hostname, port, username, password, use_tls, start_tls,
-            timeout, ...), validated once here.
+            timeout, send_timeout, ...), validated once here. ``send_timeout``
+            bounds a whole :meth:`send_message` (waiting for a connection,
+            connecting and the transaction) and each message's transaction in
+            :meth:`send_messages`.
 
     Raises:
         ValueError / TypeError: invalid limits or connection options.
@@ -88,10 +113,17 @@ class SMTPPool:
         idle_timeout: float | None = 60.0,
         acquire_timeout: float | None = None,
         check_after: float = 2.0,
+        max_attempts: int = 3,
+        max_reconnects: int = 3,
         **options: Any,
     ) -> None:
         self.config = ConnectionConfig(**options)
-        self._planner = PoolPlanner(max_connections, max_messages_per_connection, idle_timeout)
+        check_batch_limits(max_attempts, max_reconnects)
+        self.max_attempts = max_attempts
+        self.max_reconnects = max_reconnects
+        self._planner: PoolPlanner[SMTP, _Waiter] = PoolPlanner(
+            max_connections, max_messages_per_connection, idle_timeout
+        )
         self.acquire_timeout = (
             acquire_timeout if acquire_timeout is not None else self.config.timeout
         )
@@ -158,9 +190,8 @@ class SMTPPool:
             )
         return loop
 
-    def _apply(self, plan: Plan) -> None:
+    def _apply(self, plan: Plan[SMTP, _Waiter]) -> None:
         for token, entry in plan.assign:
-            assert isinstance(token, _Waiter)
             if token.future.done():  # the waiter gave up in the meantime: give it back
                 self._planner.release(entry, self._now(), reusable=entry.client is not None)
                 self._apply(self._planner.step(self._now()))
@@ -181,11 +212,11 @@ class SMTPPool:
         if when is not None and not self._closed:
             self._expiry = self._bound_loop().call_at(when, self._step)
 
-    def _close_entry(self, entry: PoolEntry) -> None:
+    def _close_entry(self, entry: Entry) -> None:
         """Close a CLOSING entry (QUIT in the background); it leaves the pool after."""
         client = entry.client
-        if not isinstance(client, SMTP) or not client.is_connected:
-            if isinstance(client, SMTP):
+        if client is None or not client.is_connected:
+            if client is not None:
                 client.close()
             self._discard(entry)
             return
@@ -193,7 +224,7 @@ class SMTPPool:
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
 
-    async def _quit(self, entry: PoolEntry, client: SMTP) -> None:
+    async def _quit(self, entry: Entry, client: SMTP) -> None:
         try:
             await client.quit(timeout=5)
         except (SMTPException, OSError):
@@ -204,20 +235,27 @@ class SMTPPool:
             if not self._closed:
                 self._step()
 
-    def _discard(self, entry: PoolEntry) -> None:
+    def _discard(self, entry: Entry) -> None:
         self._planner.discard(entry)
         self._released.set()
 
-    async def _acquire(self) -> PoolEntry:
+    async def _acquire(self, clock: SendClock | None = None) -> tuple[Entry, SMTP]:
+        """An entry and its ready client; waiting and connecting count against ``clock``."""
         if self._closed:
             raise SMTPPoolClosedError("The pool is closed")
         loop = self._bound_loop()
         waiter = _Waiter(loop.create_future())
         self._planner.request(waiter)
         self._step()
+        wait = self.acquire_timeout if clock is None else clock.cap(self.acquire_timeout)
         timer = (
-            loop.call_later(self.acquire_timeout, self._give_up, waiter)
-            if self.acquire_timeout is not None and not waiter.future.done()
+            loop.call_later(
+                wait,
+                self._give_up,
+                waiter,
+                clock.limit if clock is not None and wait != self.acquire_timeout else None,
+            )
+            if wait is not None and not waiter.future.done()
             else None
         )
         try:
@@ -236,34 +274,42 @@ class SMTPPool:
             if timer is not None:
                 timer.cancel()
         try:
-            await self._make_ready(entry)
+            if clock is None:
+                client = await self._make_ready(entry)
+            else:
+                client = await clock.bound(self._make_ready(entry), connecting=True)
         except BaseException:
             self._discard(entry)
-            if isinstance(entry.client, SMTP):
+            if entry.client is not None:
                 entry.client.close()
             self._step()
             raise
-        return entry
+        return entry, client
 
-    def _give_up(self, waiter: _Waiter) -> None:
-        """The acquire timeout passed: stop waiting for a connection."""
+    def _give_up(self, waiter: _Waiter, send_timeout: float | None = None) -> None:
+        """The acquire timeout (or the send's ``send_timeout``) passed: stop waiting."""
         if not waiter.future.done() and self._planner.cancel(waiter):
+            limit = (
+                f"{self.acquire_timeout} s"
+                if send_timeout is None
+                else f"the send's send_timeout ({send_timeout} s)"
+            )
             waiter.future.set_exception(
                 SMTPPoolTimeoutError(
-                    f"No connection became free within {self.acquire_timeout} s "
+                    f"No connection became free within {limit} "
                     f"({self._planner.max_connections} in use)"
                 )
             )
 
-    async def _make_ready(self, entry: PoolEntry) -> None:
-        """Open a new entry's connection, or check one that sat idle."""
+    async def _make_ready(self, entry: Entry) -> SMTP:
+        """Open a new entry's connection, or check one that sat idle; return it."""
         client = entry.client
-        if isinstance(client, SMTP) and client.is_connected:
+        if client is not None and client.is_connected:
             if self._now() - entry.idle_since < self.check_after:
-                return
+                return client
             try:
                 await client.noop()
-                return
+                return client
             except (SMTPException, OSError):
                 logger.debug("pool: connection #%d failed its check; replacing it", entry.number)
                 client.close()
@@ -271,30 +317,40 @@ class SMTPPool:
         entry.client = client
         await client.connect()
         self.connections_opened += 1
+        return client
 
-    def _release(self, entry: PoolEntry, *, reusable: bool, sent: int = 0) -> None:
+    def _release(self, entry: Entry, *, reusable: bool, sent: int = 0) -> None:
         client = entry.client
-        healthy = reusable and isinstance(client, SMTP) and client.is_connected and not self._closed
+        healthy = reusable and client is not None and client.is_connected and not self._closed
         self._planner.release(entry, self._now(), reusable=healthy, sent=sent)
         if entry.state is EntryState.CLOSING:
             self._close_entry(entry)
         self._released.set()
         self._step()
 
-    async def _with_client(self, operation: Callable[[SMTP], Awaitable[T]]) -> T:
-        """Run ``operation`` on a pooled client.
+    async def _with_client(
+        self,
+        operation: Callable[[SMTP, float | Default | None], Awaitable[T]],
+        send_timeout: float | Default | None,
+    ) -> T:
+        """Run ``operation(client, send_timeout)`` on a pooled client.
 
         Retried once, on another connection, when a reused connection was
         lost before the end of data (the server cannot have the message).
+        ``send_timeout`` (the configured one by default) bounds it all.
         """
+        limit = self.config.send_timeout if isinstance(send_timeout, Default) else send_timeout
+        clock = SendClock.starting_now(limit)
         for attempt in (1, 2):
-            entry = await self._acquire()
+            entry, client = await self._acquire(clock)
             reused = entry.messages_sent > 0
-            client = entry.client
-            assert isinstance(client, SMTP)
             sent = 0
             try:
-                result = await operation(client)
+                if clock is not None and clock.expired():
+                    raise clock.not_sent()
+                result = await operation(
+                    client, send_timeout if clock is None else clock.remaining()
+                )
                 sent = 1
                 return result
             except SMTPException as exc:
@@ -313,9 +369,15 @@ class SMTPPool:
     async def send_message(self, message: AnyMessage, /, **kwargs: Any) -> Outcome:
         """Send one message object over a pooled connection.
 
-        Takes and returns what :meth:`SMTP.send_message` does.
+        Takes and returns what :meth:`SMTP.send_message` does; its
+        ``send_timeout`` (the pool's by default) also bounds waiting for a
+        connection and connecting.
         """
-        return await self._with_client(lambda client: client.send_message(message, **kwargs))
+        send_timeout = kwargs.pop("send_timeout", Default.token)
+        return await self._with_client(
+            lambda client, left: client.send_message(message, send_timeout=left, **kwargs),
+            send_timeout,
+        )
 
     async def sendmail(
         self,
@@ -325,9 +387,16 @@ class SMTPPool:
         /,
         **kwargs: Any,
     ) -> Outcome:
-        """Send raw message data over a pooled connection; as :meth:`SMTP.sendmail`."""
+        """Send raw message data over a pooled connection; as :meth:`SMTP.sendmail`.
+
+        ``send_timeout`` as for :meth:`send_message`.
+        """
+        send_timeout = kwargs.pop("send_timeout", Default.token)
         return await self._with_client(
-            lambda client: client.sendmail(sender, recipients, message, **kwargs)
+            lambda client, left: client.sendmail(
+                sender, recipients, message, send_timeout=left, **kwargs
+            ),
+            send_timeout,
         )
 
     async def send_messages(
@@ -341,15 +410,22 @@ class SMTPPool:
         """Send a batch spread over up to ``max_connections`` connections.
 
         Each connection sends its share pipelined (see
-        :meth:`SMTP.send_messages`). Messages whose connection was lost
-        before their end of data are retried once on another connection;
-        a message whose outcome is unknown is never resent.
+        :meth:`SMTP.send_messages`). Each message has its own account (see
+        :class:`~smtp_backends.pool_planner.BatchBook`): it is charged an
+        attempt only when a reply refused it for now (4xx) or its content
+        left before the connection failed, and is tried again, on any
+        connection, until ``max_attempts``; the messages that were waiting
+        behind a failed one go back to the front of the line uncharged. The
+        batch goes on while the server accepts connections, and stops after
+        ``max_reconnects`` lost connections in a row that got no message
+        further. A message whose outcome is unknown is never resent. Every
+        message ends sent, refused, failed after its attempts (or when the
+        batch stopped), or unknown.
 
         Args:
             messages: message objects, ``(sender, recipients, data)`` tuples, or
                 callables returning one (see :meth:`SMTP.send_messages`); a
-                callable is called again if its message is retried on another
-                connection.
+                callable is called again if its message is tried again.
             on_progress: called as ``on_progress(done, total)`` as outcomes arrive.
             on_result: called as ``on_result(index, outcome)`` once per message
                 (index into ``messages``) with its final outcome, at once when
@@ -363,16 +439,19 @@ class SMTPPool:
             raise SMTPPoolClosedError("The pool is closed")
         items = list(messages)
         total = len(items)
-        outcomes: list[Outcome | Exception | None] = [None] * total
         if not total:
             return []
-        pending: deque[int] = deque(range(total))
-        retried: set[int] = set()
+        book = BatchBook(total, self.max_attempts, self.max_reconnects)
+        outcomes: list[Outcome | Exception | None] = [None] * total
+        # Each message's latest outcome, final or not: what it fails with if the
+        # batch stops before it could be sent.
+        latest: list[Outcome | Exception | None] = [None] * total
         # One pipelined run per connection: each chunk ends with one round trip
         # that carries no next message, so chunks are as large as an even share
         # (capped, so that progress is reported and work rebalanced now and then).
         chunk = max(1, min(_MAX_CHUNK, math.ceil(total / self.max_connections)))
         done = 0
+        changed = asyncio.Event()  # something went back in line, or the batch ended
 
         def settle(index: int, outcome: Outcome | Exception) -> None:
             nonlocal done
@@ -386,62 +465,103 @@ class SMTPPool:
             if on_progress is not None:
                 on_progress(done, total)
 
-        async def run_chunk(client: SMTP, indices: list[int]) -> int:
-            """Send one share on ``client``; returns how many were accepted."""
+        def stop(error: Exception) -> None:
+            for index in book.give_up():
+                settle(index, latest[index] or error)
+            changed.set()
+
+        async def run_chunk(client: SMTP, indices: list[int]) -> tuple[int, bool]:
+            """Send one share on ``client``: (messages accepted, whether any got further)."""
             accepted = 0
+            progressed = False
             judged: set[int] = set()
+            content_left: set[int] = set()
 
             def judge(position: int, outcome: Outcome | Exception) -> None:
                 # Settled as each reply arrives, so on_result hears of an
-                # accepted message at once; retries go back in line.
-                nonlocal accepted
+                # accepted message at once; the others go back in line.
+                nonlocal accepted, progressed
                 if position in judged:
                     return
                 judged.add(position)
                 index = indices[position]
-                if _retryable(outcome) and index not in retried:
-                    retried.add(index)
-                    pending.append(index)
-                else:
-                    accepted += isinstance(outcome, tuple)
+                latest[index] = outcome
+                verdict = verdict_of(outcome, position in content_left)
+                if verdict is Verdict.NOT_SENT and client.is_connected:
+                    # Not sent although the connection lives on: charge it, so that
+                    # nothing can go round on one connection for ever.
+                    verdict = Verdict.TRANSIENT
+                progressed = progressed or verdict is not Verdict.NOT_SENT
+                if book.record(index, verdict):
+                    accepted += verdict is Verdict.SENT
                     settle(index, outcome)
 
             try:
-                results = await client.send_messages([items[i] for i in indices], on_result=judge)
+                results = await client._send_batch(
+                    [items[i] for i in indices],
+                    Default.token,
+                    Default.token,
+                    judge,
+                    content_left.add,
+                )
             except SMTPException as exc:  # the connection failed before sending
                 results = [exc] * len(indices)
             for position, outcome in enumerate(results):
                 judge(position, outcome)
-            return accepted
+            book.chunk_done()
+            changed.set()
+            return accepted, progressed
 
         workers = min(self.max_connections, math.ceil(total / chunk))
         alive = workers
 
         async def worker() -> None:
             nonlocal alive
-            while pending:
+            while not book.finished:
+                if not book.pending:
+                    # The rest is in flight elsewhere; some of it may come back.
+                    changed.clear()
+                    await changed.wait()
+                    continue
                 try:
-                    entry = await self._acquire()
+                    entry, client = await self._acquire()
                 except SMTPPoolClosedError:
                     raise
                 except SMTPException as exc:
                     alive -= 1
                     if not alive:
                         # No connection at all can be had: what is left fails alike.
-                        while pending:
-                            settle(pending.popleft(), exc)
+                        stop(exc)
                     return  # the other workers go on with what is left
-                client = entry.client
-                assert isinstance(client, SMTP)
                 sent = 0
+                progressed = False
                 try:
-                    while pending and client.is_connected:
-                        indices = [pending.popleft() for _ in range(min(chunk, len(pending)))]
-                        sent += await run_chunk(client, indices)
+                    while book.pending and client.is_connected and not self._closed:
+                        accepted, moved = await run_chunk(client, book.take(chunk))
+                        sent += accepted
+                        progressed = progressed or moved
                 finally:
                     self._release(entry, reusable=True, sent=sent)
+                lost = book.pending and not client.is_connected
+                if lost and not book.connection_lost(progressed):
+                    logger.debug("pool: the batch stops: connections keep failing")
+                    stop(
+                        SMTPServerDisconnected(
+                            f"Not sent: {self.max_reconnects + 1} connections in a row were "
+                            "lost before any message got through"
+                        )
+                    )
+                    return
 
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        tasks = [asyncio.ensure_future(worker()) for _ in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed (the pool closed) or we were cancelled
+                task.cancel()
+            raise
+        finally:
+            changed.set()
         final: list[Outcome | Exception] = []
         for outcome in outcomes:
             assert outcome is not None
@@ -467,7 +587,6 @@ class SMTPPool:
             self._expiry = None
         while self._planner.waiting:
             token = self._planner.waiting.popleft()
-            assert isinstance(token, _Waiter)
             if not token.future.done():
                 token.future.set_exception(SMTPPoolClosedError("The pool was closed"))
         if self._loop is not None:

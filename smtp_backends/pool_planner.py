@@ -6,6 +6,11 @@ from that state and the current time, which waiter gets which connection,
 which connections to open and which to close. The pool applies the plan
 and does the I/O afterwards. Nothing here awaits, so a step is atomic on an
 event loop, and the whole policy is unit-tested with plain values.
+
+:class:`BatchBook` does the same for the scheduling of one batch: which
+messages go to a connection next, what a message's outcome means for it
+(:func:`verdict_of`), whether it goes back in line, and when the batch stops
+trying new connections.
 """
 
 from __future__ import annotations
@@ -15,9 +20,32 @@ import itertools
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
-__all__ = ("EntryState", "Plan", "PoolEntry", "PoolPlanner")
+from .errors import (
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from .outcomes import Verdict as Kind
+from .outcomes import classify
+
+__all__ = (
+    "BatchBook",
+    "EntryState",
+    "Plan",
+    "PoolEntry",
+    "PoolPlanner",
+    "Verdict",
+    "check_batch_limits",
+    "verdict_of",
+)
+
+#: The connection object of an entry (the pool's SMTP client; anything in tests).
+C = TypeVar("C")
+#: A waiting caller's token (hashable).
+W = TypeVar("W", bound=Hashable)
 
 
 class EntryState(enum.Enum):
@@ -30,7 +58,7 @@ class EntryState(enum.Enum):
 
 
 @dataclass(eq=False)
-class PoolEntry:
+class PoolEntry(Generic[C]):
     """One pooled connection's bookkeeping.
 
     Attributes:
@@ -43,7 +71,7 @@ class PoolEntry:
 
     number: int
     state: EntryState = EntryState.ACTIVE
-    client: Any = None
+    client: C | None = None
     messages_sent: int = 0
     idle_since: float = 0.0
 
@@ -53,14 +81,14 @@ class PoolEntry:
 
 
 @dataclass
-class Plan:
+class Plan(Generic[C, W]):
     """What one step decided: hand these out, close those."""
 
-    assign: list[tuple[Hashable, PoolEntry]] = field(default_factory=list)
-    close: list[PoolEntry] = field(default_factory=list)
+    assign: list[tuple[W, PoolEntry[C]]] = field(default_factory=list)
+    close: list[PoolEntry[C]] = field(default_factory=list)
 
 
-class PoolPlanner:
+class PoolPlanner(Generic[C, W]):
     """Bounded pool bookkeeping; see the module docstring.
 
     Args:
@@ -91,8 +119,8 @@ class PoolPlanner:
         self.max_connections = max_connections
         self.max_messages_per_connection = max_messages_per_connection
         self.idle_timeout = idle_timeout
-        self.entries: list[PoolEntry] = []
-        self.waiting: deque[Hashable] = deque()
+        self.entries: list[PoolEntry[C]] = []
+        self.waiting: deque[W] = deque()
         self._numbers = itertools.count(1)
 
     def __repr__(self) -> str:
@@ -108,11 +136,11 @@ class PoolPlanner:
         """Connections handed out."""
         return sum(1 for entry in self.entries if entry.state is EntryState.ACTIVE)
 
-    def request(self, token: Hashable) -> None:
+    def request(self, token: W) -> None:
         """A caller wants a connection; it waits its turn (first come, first served)."""
         self.waiting.append(token)
 
-    def cancel(self, token: Hashable) -> bool:
+    def cancel(self, token: W) -> bool:
         """A waiting caller gave up; returns whether it was still waiting."""
         try:
             self.waiting.remove(token)
@@ -120,7 +148,7 @@ class PoolPlanner:
             return False
         return True
 
-    def release(self, entry: PoolEntry, now: float, *, reusable: bool, sent: int = 0) -> None:
+    def release(self, entry: PoolEntry[C], now: float, *, reusable: bool, sent: int = 0) -> None:
         """A caller is done with ``entry``.
 
         Args:
@@ -142,7 +170,7 @@ class PoolPlanner:
             entry.state = EntryState.IDLE
             entry.idle_since = now
 
-    def discard(self, entry: PoolEntry) -> None:
+    def discard(self, entry: PoolEntry[C]) -> None:
         """Take ``entry`` out of the pool: it failed to open, or it is closed now.
 
         Until then a closing entry counts against ``max_connections``: its
@@ -150,7 +178,7 @@ class PoolPlanner:
         """
         self._remove(entry)
 
-    def _remove(self, entry: PoolEntry) -> None:
+    def _remove(self, entry: PoolEntry[C]) -> None:
         entry.state = EntryState.CLOSED
         if entry in self.entries:
             self.entries.remove(entry)
@@ -164,7 +192,7 @@ class PoolPlanner:
         ]
         return min(times) if times else None
 
-    def step(self, now: float) -> Plan:
+    def step(self, now: float) -> Plan[C, W]:
         """Decide: expire idle connections, then serve waiters in order.
 
         An idle connection is preferred (the most recently used first: it is
@@ -172,7 +200,7 @@ class PoolPlanner:
         under ``max_connections``; otherwise the waiter keeps waiting, and so
         does everyone behind it.
         """
-        plan = Plan()
+        plan: Plan[C, W] = Plan()
         if self.idle_timeout is not None:
             for entry in self.entries:
                 if entry.state is EntryState.IDLE and now - entry.idle_since >= self.idle_timeout:
@@ -184,16 +212,170 @@ class PoolPlanner:
                 entry = max(idle, key=lambda e: e.idle_since)
                 entry.state = EntryState.ACTIVE
             elif len(self.entries) < self.max_connections:
-                entry = PoolEntry(next(self._numbers))
+                entry = PoolEntry[C](next(self._numbers))
                 self.entries.append(entry)
             else:
                 break
             plan.assign.append((self.waiting.popleft(), entry))
         return plan
 
-    def close_all_idle(self) -> list[PoolEntry]:
+    def close_all_idle(self) -> list[PoolEntry[C]]:
         """Mark every idle connection CLOSING (for shutdown) and return them."""
         idle = [e for e in self.entries if e.state is EntryState.IDLE]
         for entry in idle:
             entry.state = EntryState.CLOSING
         return idle
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class Verdict(enum.Enum):
+    """What one send's outcome means for its message in a batch."""
+
+    SENT = "sent"  # the 2xx to its dot (maybe with some recipients refused)
+    UNKNOWN = "unknown"  # its dot left and no reply came: never resent
+    PERMANENT = "permanent"  # refused for good (5xx), or the item itself is bad
+    TRANSIENT = "transient"  # a real attempt failed for now: a 4xx reply, or lost mid-content
+    NOT_SENT = "not sent"  # nothing of it left (it waited behind a failure): no attempt
+
+
+def verdict_of(outcome: object, content_left: bool = False) -> Verdict:
+    """What one message's outcome means for its account in a batch.
+
+    The kind of outcome comes from the one classifier, :func:`outcomes.classify`;
+    the batch only adds whether a failure was a real attempt.
+
+    Args:
+        outcome: the ``(errors, reply)`` tuple or the exception.
+        content_left: some of its content was written before the connection
+            failed (a large message, before its dot): a real attempt.
+    """
+    kind = classify(outcome)  # type: ignore[arg-type]
+    if kind is Kind.SENT or kind is Kind.REFUSED:
+        return Verdict.SENT
+    if kind is Kind.UNKNOWN:
+        return Verdict.UNKNOWN
+    if isinstance(outcome, SMTPRecipientsRefused) or (
+        isinstance(outcome, SMTPResponseException) and outcome.code >= 0
+    ):
+        # A reply refused it (to MAIL, RCPT, DATA or the dot): a real attempt.
+        return Verdict.TRANSIENT if kind is Kind.RETRYABLE else Verdict.PERMANENT
+    if isinstance(outcome, (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException)):
+        # The connection failed (lost, timed out, broke the protocol) with no
+        # reply about this message, before its dot.
+        return Verdict.TRANSIENT if content_left else Verdict.NOT_SENT
+    return Verdict.PERMANENT  # a bad address or item, an unsupported need...
+
+
+def check_batch_limits(max_attempts: int, max_reconnects: int) -> None:
+    """Validate a pool's batch limits.
+
+    Raises:
+        TypeError / ValueError: not ints, ``max_attempts`` below 1 or
+            ``max_reconnects`` below 0.
+    """
+    for name, value, least in (
+        ("max_attempts", max_attempts, 1),
+        ("max_reconnects", max_reconnects, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, not {value}")
+
+
+class BatchBook:
+    """The accounts of one batch's messages (by index), as plain bookkeeping.
+
+    Every message is pending, in flight on a connection, or settled (its final
+    outcome known). A message is charged an attempt only for a real one (a
+    reply refused it, or its content left); one that waited behind a failure
+    goes back to the front of the line uncharged. A transient failure goes to
+    the back, until ``max_attempts`` are used. Connections lost without
+    getting any message further count as fruitless; after ``max_reconnects``
+    in a row (any progress resets the count) the batch stops, and what was
+    not sent fails with its last error.
+
+    Args:
+        total: messages in the batch.
+        max_attempts: real attempts allowed per message.
+        max_reconnects: fruitless connections in a row tolerated after the
+            first one.
+    """
+
+    def __init__(self, total: int, max_attempts: int = 3, max_reconnects: int = 3) -> None:
+        check_batch_limits(max_attempts, max_reconnects)
+        self.max_attempts = max_attempts
+        self.max_reconnects = max_reconnects
+        self.pending: deque[int] = deque(range(total))
+        self.attempts = [0] * total
+        self.in_flight = 0
+        self.settled = 0
+        self.total = total
+        #: Set once the batch gave up on new connections.
+        self.stopped = False
+        self._fruitless = 0
+        self._front: list[int] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"<BatchBook {self.settled}/{self.total} settled, {len(self.pending)} pending, "
+            f"{self.in_flight} in flight{', stopped' if self.stopped else ''}>"
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Nothing pending and nothing in flight."""
+        return not self.pending and not self.in_flight
+
+    def take(self, most: int) -> list[int]:
+        """Up to ``most`` pending messages for one connection (in flight from now)."""
+        count = min(most, len(self.pending))
+        taken = [self.pending.popleft() for _ in range(count)]
+        self.in_flight += count
+        return taken
+
+    def record(self, index: int, verdict: Verdict) -> bool:
+        """Judge an in-flight message's outcome; True when it is final (settle it).
+
+        Otherwise it went back in line: a NOT_SENT one to the front once its
+        connection's share is done (:meth:`chunk_done`), a TRANSIENT one to the back.
+        """
+        self.in_flight -= 1
+        if verdict is not Verdict.NOT_SENT:
+            self._fruitless = 0  # something moved: the server is taking work
+        final = verdict in (Verdict.SENT, Verdict.UNKNOWN, Verdict.PERMANENT)
+        if verdict is Verdict.TRANSIENT:
+            self.attempts[index] += 1
+            final = self.attempts[index] >= self.max_attempts
+        if final or self.stopped:
+            self.settled += 1
+            return True
+        if verdict is Verdict.NOT_SENT:
+            self._front.append(index)
+        else:
+            self.pending.append(index)
+        return False
+
+    def chunk_done(self) -> None:
+        """Put the messages that never left back at the front, in their order."""
+        self.pending.extendleft(reversed(self._front))
+        self._front.clear()
+
+    def connection_lost(self, progressed: bool) -> bool:
+        """A connection of the batch was lost; whether to try another one."""
+        if not progressed:
+            self._fruitless += 1
+            if self._fruitless > self.max_reconnects:
+                self.stopped = True
+        return not self.stopped
+
+    def give_up(self) -> list[int]:
+        """Stop: every pending message is to be settled with its last error."""
+        self.stopped = True
+        self.chunk_done()
+        left = list(self.pending)
+        self.pending.clear()
+        self.settled += len(left)
+        return left

@@ -446,7 +446,8 @@ def test_a_login_the_server_does_not_offer_fails(cli: Runner, smtpd: SMTPServer)
     assert "  login:      alice: refused\n" in result.stdout
     # The failure is the verdict's reason; the missing TLS is only a warning beside it.
     assert result.stdout.splitlines()[-1] == (
-        "FAIL: cannot log in: SMTP AUTH extension not supported by server. Try connecting via TLS (or STARTTLS)."
+        "FAIL: cannot log in: SMTP AUTH extension not supported by server."
+        " Try connecting via TLS (or STARTTLS)."
     )
 
 

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from smtp_backends.pool_planner import EntryState, PoolPlanner
+from smtp_backends import (
+    SMTPDataError,
+    SMTPNotSupported,
+    SMTPProtocolError,
+    SMTPReadTimeoutError,
+    SMTPRecipientRefused,
+    SMTPRecipientsRefused,
+    SMTPResponse,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPUnknownOutcomeError,
+    SMTPUnknownOutcomeTimeoutError,
+)
+from smtp_backends.pool_planner import BatchBook, EntryState, PoolPlanner, Verdict, verdict_of
 
 
 def opened(planner: PoolPlanner, now: float, *tokens: str) -> dict[str, object]:
@@ -169,3 +184,131 @@ def test_repr_shows_states() -> None:
 def test_invalid_limits(kwargs: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         PoolPlanner(**kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _response(code: int) -> SMTPResponseException:
+    return SMTPResponseException(code, "text")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "content_left", "verdict"),
+    [
+        (({}, "2.0.0 queued"), False, Verdict.SENT),
+        (({"x@example.com": SMTPResponse(550, "no")}, "queued"), False, Verdict.SENT),
+        (SMTPUnknownOutcomeError("dot left, no reply"), False, Verdict.UNKNOWN),
+        (SMTPUnknownOutcomeTimeoutError("dot left, timed out"), True, Verdict.UNKNOWN),
+        (SMTPSenderRefused(451, "later", "a@example.com"), False, Verdict.TRANSIENT),
+        (SMTPSenderRefused(421, "closing", "a@example.com"), False, Verdict.TRANSIENT),
+        (SMTPSenderRefused(550, "no", "a@example.com"), False, Verdict.PERMANENT),
+        (SMTPDataError(451, "queue full"), False, Verdict.TRANSIENT),
+        (SMTPDataError(554, "spam"), False, Verdict.PERMANENT),
+        (
+            SMTPRecipientsRefused([SMTPRecipientRefused(550, "no", "a@example.com")]),
+            False,
+            Verdict.PERMANENT,
+        ),
+        (
+            SMTPRecipientsRefused(
+                [
+                    SMTPRecipientRefused(550, "no", "a@example.com"),
+                    SMTPRecipientRefused(450, "busy", "b@example.com"),
+                ]
+            ),
+            False,
+            Verdict.TRANSIENT,
+        ),
+        # No reply about it, nothing of it left: it only waited behind a failure.
+        (SMTPServerDisconnected("Not sent: lost before this message"), False, Verdict.NOT_SENT),
+        (SMTPReadTimeoutError("no reply to MAIL"), False, Verdict.NOT_SENT),
+        (SMTPProtocolError("garbage"), False, Verdict.NOT_SENT),
+        # Its content left before the dot: a real attempt, though no reply came.
+        (SMTPServerDisconnected("lost mid-content"), True, Verdict.TRANSIENT),
+        (SMTPTimeoutError("drain timed out"), True, Verdict.TRANSIENT),
+        (ValueError("bad address"), False, Verdict.PERMANENT),
+        (SMTPNotSupported("needs SMTPUTF8"), False, Verdict.PERMANENT),
+    ],
+)
+def test_verdict_of_an_outcome(outcome: object, content_left: bool, verdict: Verdict) -> None:
+    assert verdict_of(outcome, content_left) is verdict
+
+
+def test_batch_book_charges_only_real_attempts_and_requeues_the_rest_in_front() -> None:
+    book = BatchBook(6, max_attempts=3, max_reconnects=3)
+    assert book.take(4) == [0, 1, 2, 3]
+    assert book.in_flight == 4
+    assert book.record(0, Verdict.SENT) is True
+    assert book.record(1, Verdict.TRANSIENT) is False  # a 451: to the back, charged
+    assert book.record(2, Verdict.NOT_SENT) is False  # waited behind it: uncharged
+    assert book.record(3, Verdict.NOT_SENT) is False
+    assert list(book.pending) == [4, 5, 1]
+    book.chunk_done()
+    assert list(book.pending) == [2, 3, 4, 5, 1]  # in their order, ahead of the rest
+    assert book.attempts == [0, 1, 0, 0, 0, 0]
+    assert book.settled == 1 and book.in_flight == 0 and not book.finished
+
+
+def test_batch_book_fails_a_message_after_max_attempts() -> None:
+    book = BatchBook(1, max_attempts=2)
+    book.take(1)
+    assert book.record(0, Verdict.TRANSIENT) is False
+    book.take(1)
+    assert book.record(0, Verdict.TRANSIENT) is True
+    assert book.attempts == [2]
+    assert book.finished
+
+
+def test_batch_book_never_requeues_unknown_or_permanent_outcomes() -> None:
+    book = BatchBook(2)
+    book.take(2)
+    assert book.record(0, Verdict.UNKNOWN) is True
+    assert book.record(1, Verdict.PERMANENT) is True
+    assert book.finished and book.settled == 2
+
+
+def test_batch_book_stops_after_max_reconnects_fruitless_losses_in_a_row() -> None:
+    book = BatchBook(3, max_reconnects=2)
+    for _ in range(2):
+        book.record(book.take(1)[0], Verdict.NOT_SENT)
+        book.chunk_done()
+        assert book.connection_lost(progressed=False) is True
+    # Any progress resets the count.
+    index = book.take(1)[0]
+    book.record(index, Verdict.SENT)
+    assert book.connection_lost(progressed=True) is True
+    for _ in range(2):
+        book.record(book.take(1)[0], Verdict.NOT_SENT)
+        book.chunk_done()
+        assert book.connection_lost(progressed=False) is True
+    book.record(book.take(1)[0], Verdict.NOT_SENT)
+    book.chunk_done()
+    assert book.connection_lost(progressed=False) is False
+    assert book.stopped
+    assert sorted(book.give_up()) == [1, 2]
+    assert book.finished and book.settled == 3
+
+
+def test_batch_book_settles_what_comes_back_once_stopped() -> None:
+    book = BatchBook(2)
+    book.take(2)
+    assert book.give_up() == []
+    assert book.record(0, Verdict.NOT_SENT) is True  # in flight when it stopped
+    assert book.record(1, Verdict.TRANSIENT) is True
+    assert book.finished and book.settled == 2
+    assert "stopped" in repr(book)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"max_attempts": 0}, ValueError),
+        ({"max_attempts": 2.5}, TypeError),
+        ({"max_reconnects": -1}, ValueError),
+        ({"max_reconnects": True}, TypeError),
+    ],
+)
+def test_invalid_batch_limits(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        BatchBook(1, **kwargs)  # type: ignore[arg-type]
