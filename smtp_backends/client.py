@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .config import ConnectionConfig, OAuthTokenGenerator, SocketPath
 from .delivery import ResultCallback, deliver
@@ -47,6 +47,9 @@ from .protocol.extensions import Extensions
 from .protocol.replies import SMTPResponse
 from .protocol.transaction import Envelope, Outcome
 from .transport import SMTPTransport, log_reply, log_sent, logger, open_transport
+
+if TYPE_CHECKING:
+    from .dkim import DKIMSigner
 
 __all__ = ("SMTP", "BatchItem", "Default", "ReadyItem", "send")
 
@@ -137,6 +140,8 @@ class SMTP:
         pipelining: use ESMTP PIPELINING (RFC 2920) when the server offers it.
         allow_insecure_auth: allow AUTH over an unencrypted connection to a
             host other than this one.
+        dkim: a :class:`~smtp_backends.dkim.DKIMSigner`: every message sent
+            is DKIM-signed (its final bytes, before dot-stuffing).
 
     Raises:
         ValueError: contradictory options (``use_tls`` with ``start_tls=True``...).
@@ -180,6 +185,7 @@ class SMTP:
         sock: socket.socket | None = None,
         pipelining: bool = True,
         allow_insecure_auth: bool = False,
+        dkim: DKIMSigner | None = None,
     ) -> None:
         self._config = ConnectionConfig(
             hostname=hostname,
@@ -201,6 +207,7 @@ class SMTP:
             sock=sock,
             pipelining=pipelining,
             allow_insecure_auth=allow_insecure_auth,
+            dkim=dkim,
         )
         self._start_disconnected()
 
@@ -873,7 +880,13 @@ class SMTP:
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
             envelope = envelope_for_data(
-                sender, recipients, message, mail_options, rcpt_options, self._extensions
+                sender,
+                recipients,
+                message,
+                mail_options,
+                rcpt_options,
+                self._extensions,
+                self._signer(),
             )
             [outcome] = await self._run([lambda: envelope], timeout_value)
         if isinstance(outcome, BaseException):
@@ -906,7 +919,13 @@ class SMTP:
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
             envelope = envelope_for_message(
-                message, sender, recipients, mail_options, rcpt_options, self._extensions
+                message,
+                sender,
+                recipients,
+                mail_options,
+                rcpt_options,
+                self._extensions,
+                self._signer(),
             )
             [outcome] = await self._run([lambda: envelope], timeout_value)
         if isinstance(outcome, BaseException):
@@ -985,14 +1004,21 @@ class SMTP:
     ) -> list[Outcome | Exception]:
         return await deliver(self._require_transport(), preparers, timeout, self.close, on_result)
 
+    def _signer(self) -> Callable[[bytes], bytes] | None:
+        """What signs each message's final bytes (DKIM), or None."""
+        dkim = self._config.dkim
+        return None if dkim is None else dkim.sign
+
     def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
+        sign = self._signer()
+
         def prepare() -> Envelope:
             extensions = self._extensions
             ready = item() if callable(item) else item
             if isinstance(ready, email.message.Message):
-                return envelope_for_message(ready, None, None, None, None, extensions)
+                return envelope_for_message(ready, None, None, None, None, extensions, sign)
             if isinstance(ready, tuple) and len(ready) == 3:
-                return envelope_for_data(ready[0], ready[1], ready[2], None, None, extensions)
+                return envelope_for_data(ready[0], ready[1], ready[2], None, None, extensions, sign)
             raise TypeError(
                 "Expected an email message, a (sender, recipients, data) tuple or a "
                 f"callable returning one, not {type(ready).__name__}"

@@ -7,9 +7,12 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .protocol.commands import ehlo_name
+
+if TYPE_CHECKING:
+    from .dkim import DKIMSigner
 
 __all__ = (
     "DEFAULT_TIMEOUT",
@@ -34,8 +37,9 @@ class ConnectionConfig:
     """Everything needed to open and prepare one SMTP connection.
 
     The keywords are those of :class:`smtp_backends.SMTP` (aiosmtplib's),
-    plus ``pipelining`` and ``allow_insecure_auth``. Secrets are kept out of
-    the repr.
+    plus ``pipelining`` and ``allow_insecure_auth``, and the policies, each
+    None (off, costing nothing) unless given: ``dkim`` (a
+    :class:`~smtp_backends.dkim.DKIMSigner`). Secrets are kept out of the repr.
 
     Raises:
         ValueError: contradictory or invalid settings (see :meth:`validate`).
@@ -60,6 +64,7 @@ class ConnectionConfig:
     sock: socket.socket | None = None
     pipelining: bool = True
     allow_insecure_auth: bool = False
+    dkim: DKIMSigner | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +107,8 @@ class ConnectionConfig:
             raise TypeError(f"hostname must be a str, not {type(self.hostname).__name__}")
         if self.local_hostname is not None:
             ehlo_name(self.local_hostname)
+        if self.dkim is not None and not callable(getattr(self.dkim, "sign", None)):
+            raise TypeError("dkim must be a smtp_backends.dkim.DKIMSigner")
 
     def replace(self, *, skip_none: bool = False, **changes: Any) -> ConnectionConfig:
         """A copy with ``changes`` applied and validated.

@@ -18,7 +18,7 @@ import email.utils
 import io
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .errors import SMTPNotSupported
@@ -282,6 +282,7 @@ def envelope_for_data(
     mail_options: Iterable[str] | None,
     rcpt_options: Iterable[str] | None,
     extensions: Extensions,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Envelope:
     """The envelope for raw message data, as :meth:`SMTP.sendmail` sends it.
 
@@ -297,7 +298,11 @@ def envelope_for_data(
         recipients = [recipients]
     recipients = list(recipients)
     mail = list(mail_options or ())
-    content = encode_content(message_bytes(message))
+    raw = message_bytes(message)
+    if sign is not None:
+        # The final bytes, before dot-stuffing (which the server undoes): DKIM.
+        raw = sign(raw)
+    content = encode_content(raw)
     keywords = {option.split("=", 1)[0].upper() for option in mail if isinstance(option, str)}
     offered = extensions.keywords
     utf8 = "SMTPUTF8" in keywords
@@ -322,6 +327,7 @@ def envelope_for_message(
     mail_options: Iterable[str] | None,
     rcpt_options: Iterable[str] | None,
     extensions: Extensions,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Envelope:
     """The envelope for a message object, as :meth:`SMTP.send_message` sends it.
 
@@ -352,4 +358,4 @@ def envelope_for_message(
             "An address needs SMTPUTF8, and SMTPUTF8 is not supported by the server"
         )
     data = flatten(message, utf8=utf8, eight_bit=extensions.supports("8bitmime"))
-    return envelope_for_data(sender, recipients, data, mail_options, rcpt_options, extensions)
+    return envelope_for_data(sender, recipients, data, mail_options, rcpt_options, extensions, sign)
