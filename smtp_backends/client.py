@@ -436,12 +436,28 @@ class SMTP:
                     # Checked before the token is fetched or anything is sent.
                     self.close()
                     raise SMTPNotSupported("The server does not support XOAUTH2 authentication")
-                token = await config.oauth_token_generator()
-                await self._authenticate(XOAuth2(config.username, token), timeout)
+                await self._xoauth2(config.oauth_token_generator, config.username, timeout)
             else:
                 assert config.password is not None
                 await self._login(config.username, config.password, timeout)
         return greeting
+
+    async def _xoauth2(
+        self, generator: OAuthTokenGenerator, username: str | bytes, timeout: float | None
+    ) -> None:
+        """AUTH XOAUTH2; a 535 with a refreshing provider gets one fresh token and one retry."""
+        token = await generator()
+        try:
+            await self._authenticate(XOAuth2(username, token), timeout)
+        except SMTPAuthenticationError as exc:
+            # smtp_backends.oauth providers have refresh(); plain generators keep
+            # aiosmtplib's behaviour (no retry).
+            refresh = getattr(generator, "refresh", None)
+            if exc.code != 535 or refresh is None or not self.is_connected:
+                raise
+            logger.debug("XOAUTH2 refused (535): refreshing the token and retrying once")
+            token = await refresh(token)
+            await self._authenticate(XOAuth2(username, token), timeout)
 
     def close(self) -> None:
         """Close the connection at once, without QUIT. Safe to call at any time."""
