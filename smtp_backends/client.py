@@ -50,6 +50,7 @@ from .transport import SMTPTransport, log_reply, log_sent, logger, open_transpor
 
 if TYPE_CHECKING:
     from .dkim import DKIMSigner
+    from .ratelimit import RateLimiter
 
 __all__ = ("SMTP", "BatchItem", "Default", "ReadyItem", "send")
 
@@ -142,6 +143,8 @@ class SMTP:
             host other than this one.
         dkim: a :class:`~smtp_backends.dkim.DKIMSigner`: every message sent
             is DKIM-signed (its final bytes, before dot-stuffing).
+        rate_limit: a :class:`~smtp_backends.ratelimit.RateLimiter`: each
+            message waits for its turn (shared with everyone holding it).
 
     Raises:
         ValueError: contradictory options (``use_tls`` with ``start_tls=True``...).
@@ -186,6 +189,7 @@ class SMTP:
         pipelining: bool = True,
         allow_insecure_auth: bool = False,
         dkim: DKIMSigner | None = None,
+        rate_limit: RateLimiter | None = None,
     ) -> None:
         self._config = ConnectionConfig(
             hostname=hostname,
@@ -208,6 +212,7 @@ class SMTP:
             pipelining=pipelining,
             allow_insecure_auth=allow_insecure_auth,
             dkim=dkim,
+            rate_limit=rate_limit,
         )
         self._start_disconnected()
 
@@ -1018,7 +1023,26 @@ class SMTP:
         timeout: float | None,
         on_result: ResultCallback | None = None,
     ) -> list[Outcome | Exception]:
+        limiter = self._config.rate_limit
+        if limiter is not None:
+            return await self._run_limited(limiter, preparers, timeout, on_result)
         return await deliver(self._require_transport(), preparers, timeout, self.close, on_result)
+
+    async def _run_limited(
+        self,
+        limiter: RateLimiter,
+        preparers: Sequence[Callable[[], Envelope]],
+        timeout: float | None,
+        on_result: ResultCallback | None,
+    ) -> list[Outcome | Exception]:
+        """One message per turn of the rate limiter (see RateLimiter.send)."""
+
+        async def send_one(envelope: Envelope) -> Outcome | Exception:
+            transport = self._require_transport()
+            [outcome] = await deliver(transport, [lambda: envelope], timeout, self.close)
+            return outcome
+
+        return await limiter.send(preparers, send_one, lambda: self.is_connected, on_result)
 
     def _signer(self) -> Callable[[bytes], bytes] | None:
         """What signs each message's final bytes (DKIM), or None."""

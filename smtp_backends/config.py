@@ -13,6 +13,7 @@ from .protocol.commands import ehlo_name
 
 if TYPE_CHECKING:
     from .dkim import DKIMSigner
+    from .ratelimit import RateLimiter
 
 __all__ = (
     "DEFAULT_TIMEOUT",
@@ -39,7 +40,9 @@ class ConnectionConfig:
     The keywords are those of :class:`smtp_backends.SMTP` (aiosmtplib's),
     plus ``pipelining`` and ``allow_insecure_auth``, and the policies, each
     None (off, costing nothing) unless given: ``dkim`` (a
-    :class:`~smtp_backends.dkim.DKIMSigner`). Secrets are kept out of the repr.
+    :class:`~smtp_backends.dkim.DKIMSigner`), ``rate_limit`` (a
+    :class:`~smtp_backends.ratelimit.RateLimiter`, shared by everyone holding
+    it). Secrets are kept out of the repr.
 
     Raises:
         ValueError: contradictory or invalid settings (see :meth:`validate`).
@@ -65,6 +68,7 @@ class ConnectionConfig:
     pipelining: bool = True
     allow_insecure_auth: bool = False
     dkim: DKIMSigner | None = None
+    rate_limit: RateLimiter | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -109,6 +113,8 @@ class ConnectionConfig:
             ehlo_name(self.local_hostname)
         if self.dkim is not None and not callable(getattr(self.dkim, "sign", None)):
             raise TypeError("dkim must be a smtp_backends.dkim.DKIMSigner")
+        if self.rate_limit is not None and not callable(getattr(self.rate_limit, "send", None)):
+            raise TypeError("rate_limit must be a smtp_backends.ratelimit.RateLimiter")
 
     def replace(self, *, skip_none: bool = False, **changes: Any) -> ConnectionConfig:
         """A copy with ``changes`` applied and validated.
