@@ -50,6 +50,7 @@ from .transport import SMTPTransport, log_reply, log_sent, logger, open_transpor
 
 if TYPE_CHECKING:
     from .dkim import DKIMSigner
+    from .failover import Failover, Host
     from .ratelimit import RateLimiter
 
 __all__ = ("SMTP", "BatchItem", "Default", "ReadyItem", "send")
@@ -145,6 +146,8 @@ class SMTP:
             is DKIM-signed (its final bytes, before dot-stuffing).
         rate_limit: a :class:`~smtp_backends.ratelimit.RateLimiter`: each
             message waits for its turn (shared with everyone holding it).
+        failover: a :class:`~smtp_backends.failover.Failover`: hosts to try
+            in order instead of ``hostname``/``port``.
 
     Raises:
         ValueError: contradictory options (``use_tls`` with ``start_tls=True``...).
@@ -190,6 +193,7 @@ class SMTP:
         allow_insecure_auth: bool = False,
         dkim: DKIMSigner | None = None,
         rate_limit: RateLimiter | None = None,
+        failover: Failover | None = None,
     ) -> None:
         self._config = ConnectionConfig(
             hostname=hostname,
@@ -213,12 +217,14 @@ class SMTP:
             allow_insecure_auth=allow_insecure_auth,
             dkim=dkim,
             rate_limit=rate_limit,
+            failover=failover,
         )
         self._start_disconnected()
 
     def _start_disconnected(self) -> None:
         self._transport: SMTPTransport | None = None
         self._lock: asyncio.Lock | None = None
+        self._failover_host: Host | None = None  # with failover: the host connected to
         self._forget_server()
 
     def _forget_server(self) -> None:
@@ -391,13 +397,19 @@ class SMTP:
         config = self._config
         self._lock = None  # a new connection may live on another event loop
         async with self._get_lock():
-            self._transport = await open_transport(config, config.timeout)
-            try:
-                greeting = await self._connect_steps(config)
-            except BaseException:
-                self.close()
-                raise
-        return greeting
+            if config.failover is None:
+                return await self._connect_to(config)
+            host, self._config, greeting = await config.failover.connect(self._connect_to, config)
+            self._failover_host = host
+            return greeting
+
+    async def _connect_to(self, config: ConnectionConfig) -> SMTPResponse:
+        self._transport = await open_transport(config, config.timeout)
+        try:
+            return await self._connect_steps(config)
+        except BaseException:
+            self.close()
+            raise
 
     async def _connect_steps(self, config: ConnectionConfig) -> SMTPResponse:
         timeout = config.timeout
@@ -1023,23 +1035,40 @@ class SMTP:
         timeout: float | None,
         on_result: ResultCallback | None = None,
     ) -> list[Outcome | Exception]:
-        limiter = self._config.rate_limit
-        if limiter is not None:
-            return await self._run_limited(limiter, preparers, timeout, on_result)
-        return await deliver(self._require_transport(), preparers, timeout, self.close, on_result)
+        config = self._config
+        if config.rate_limit is None and config.failover is None:
+            return await deliver(
+                self._require_transport(), preparers, timeout, self.close, on_result
+            )
+        return await self._run_with_policies(config, preparers, timeout, on_result)
 
-    async def _run_limited(
+    async def _run_with_policies(
         self,
-        limiter: RateLimiter,
+        config: ConnectionConfig,
         preparers: Sequence[Callable[[], Envelope]],
         timeout: float | None,
         on_result: ResultCallback | None,
     ) -> list[Outcome | Exception]:
-        """One message per turn of the rate limiter (see RateLimiter.send)."""
+        """Deliver with a rate limiter (one message per turn, see RateLimiter.send)
+        and/or failover (a 421 cools the host down and leaves the message unsent)."""
+        failover, host = config.failover, self._failover_host
+
+        def judge(outcome: Outcome | Exception) -> Outcome | Exception:
+            return outcome if failover is None else failover.judge(host, outcome)
+
+        async def send_all(
+            items: Sequence[Callable[[], Envelope]], told: ResultCallback | None
+        ) -> list[Outcome | Exception]:
+            tell = None if told is None else (lambda i, outcome: told(i, judge(outcome)))
+            outcomes = await deliver(self._require_transport(), items, timeout, self.close, tell)
+            return [judge(outcome) for outcome in outcomes]
+
+        limiter = config.rate_limit
+        if limiter is None:
+            return await send_all(preparers, on_result)
 
         async def send_one(envelope: Envelope) -> Outcome | Exception:
-            transport = self._require_transport()
-            [outcome] = await deliver(transport, [lambda: envelope], timeout, self.close)
+            [outcome] = await send_all([lambda: envelope], None)
             return outcome
 
         return await limiter.send(preparers, send_one, lambda: self.is_connected, on_result)

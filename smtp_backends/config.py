@@ -13,6 +13,7 @@ from .protocol.commands import ehlo_name
 
 if TYPE_CHECKING:
     from .dkim import DKIMSigner
+    from .failover import Failover
     from .ratelimit import RateLimiter
 
 __all__ = (
@@ -42,7 +43,9 @@ class ConnectionConfig:
     None (off, costing nothing) unless given: ``dkim`` (a
     :class:`~smtp_backends.dkim.DKIMSigner`), ``rate_limit`` (a
     :class:`~smtp_backends.ratelimit.RateLimiter`, shared by everyone holding
-    it). Secrets are kept out of the repr.
+    it), ``failover`` (a :class:`~smtp_backends.failover.Failover`: its hosts
+    replace ``hostname``/``port`` for connecting). Secrets are kept out of the
+    repr.
 
     Raises:
         ValueError: contradictory or invalid settings (see :meth:`validate`).
@@ -69,6 +72,7 @@ class ConnectionConfig:
     allow_insecure_auth: bool = False
     dkim: DKIMSigner | None = None
     rate_limit: RateLimiter | None = None
+    failover: Failover | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -115,6 +119,11 @@ class ConnectionConfig:
             raise TypeError("dkim must be a smtp_backends.dkim.DKIMSigner")
         if self.rate_limit is not None and not callable(getattr(self.rate_limit, "send", None)):
             raise TypeError("rate_limit must be a smtp_backends.ratelimit.RateLimiter")
+        if self.failover is not None:
+            if not callable(getattr(self.failover, "connect", None)):
+                raise TypeError("failover must be a smtp_backends.failover.Failover")
+            if self.socket_path is not None or self.sock is not None:
+                raise ValueError("failover picks TCP hosts: not with socket_path or sock")
 
     def replace(self, *, skip_none: bool = False, **changes: Any) -> ConnectionConfig:
         """A copy with ``changes`` applied and validated.

@@ -305,7 +305,11 @@ class SMTPPool:
                 sent = 1
                 return result
             except SMTPException as exc:
-                if attempt == 1 and reused and _retryable(exc):
+                # With failover, a fresh connection may go to another host; with a
+                # rate limit, a throttled message waits and goes again.
+                config = self.config
+                elsewhere = reused or config.failover is not None or config.rate_limit is not None
+                if attempt == 1 and elsewhere and _retryable(exc):
                     logger.debug(
                         "pool: connection #%d lost before the message; retrying", entry.number
                     )

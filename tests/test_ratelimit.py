@@ -323,3 +323,17 @@ def test_redis_limiter_needs_one_url_or_client() -> None:
         RedisRateLimiter(messages_per_second=1)
     with pytest.raises(ValueError):
         RedisRateLimiter("redis://127.0.0.1:1/0", client=object(), messages_per_second=1)
+
+
+async def test_a_421_to_a_single_pooled_send_waits_and_goes_again(
+    make_smtpd: Callable[..., SMTPServer],
+) -> None:
+    handler = ThrottlingHandler("421 4.7.0 Too many connections, closing", times=1)
+    server = make_smtpd(handler=handler)
+    host, port = server.address
+    limiter = RateLimiter(messages_per_second=200, backoff=0.05)
+    async with SMTPPool(hostname=host, port=port, max_connections=1, rate_limit=limiter) as pool:
+        await pool.sendmail(*items(1)[0])
+    assert len(server.messages) == 1
+    assert limiter.throttles == 1
+    assert pool.connections_opened == 2
