@@ -51,6 +51,7 @@ from .transport import SMTPTransport, log_reply, log_sent, logger, open_transpor
 if TYPE_CHECKING:
     from .dkim import DKIMSigner
     from .failover import Failover, Host
+    from .proxy import SMTPProxy
     from .ratelimit import RateLimiter
 
 __all__ = ("SMTP", "BatchItem", "Default", "ReadyItem", "send")
@@ -148,6 +149,8 @@ class SMTP:
             message waits for its turn (shared with everyone holding it).
         failover: a :class:`~smtp_backends.failover.Failover`: hosts to try
             in order instead of ``hostname``/``port``.
+        proxy: a :class:`~smtp_backends.proxy.SMTPProxy` (SOCKS5, SOCKS4 or
+            HTTP CONNECT) to reach the server through.
 
     Raises:
         ValueError: contradictory options (``use_tls`` with ``start_tls=True``...).
@@ -194,6 +197,7 @@ class SMTP:
         dkim: DKIMSigner | None = None,
         rate_limit: RateLimiter | None = None,
         failover: Failover | None = None,
+        proxy: SMTPProxy | None = None,
     ) -> None:
         self._config = ConnectionConfig(
             hostname=hostname,
@@ -218,6 +222,7 @@ class SMTP:
             dkim=dkim,
             rate_limit=rate_limit,
             failover=failover,
+            proxy=proxy,
         )
         self._start_disconnected()
 

@@ -14,6 +14,7 @@ from .protocol.commands import ehlo_name
 if TYPE_CHECKING:
     from .dkim import DKIMSigner
     from .failover import Failover
+    from .proxy import SMTPProxy
     from .ratelimit import RateLimiter
 
 __all__ = (
@@ -44,8 +45,9 @@ class ConnectionConfig:
     :class:`~smtp_backends.dkim.DKIMSigner`), ``rate_limit`` (a
     :class:`~smtp_backends.ratelimit.RateLimiter`, shared by everyone holding
     it), ``failover`` (a :class:`~smtp_backends.failover.Failover`: its hosts
-    replace ``hostname``/``port`` for connecting). Secrets are kept out of the
-    repr.
+    replace ``hostname``/``port`` for connecting), ``proxy`` (a
+    :class:`~smtp_backends.proxy.SMTPProxy` to tunnel through). Secrets are
+    kept out of the repr.
 
     Raises:
         ValueError: contradictory or invalid settings (see :meth:`validate`).
@@ -73,6 +75,7 @@ class ConnectionConfig:
     dkim: DKIMSigner | None = None
     rate_limit: RateLimiter | None = None
     failover: Failover | None = None
+    proxy: SMTPProxy | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,6 +127,11 @@ class ConnectionConfig:
                 raise TypeError("failover must be a smtp_backends.failover.Failover")
             if self.socket_path is not None or self.sock is not None:
                 raise ValueError("failover picks TCP hosts: not with socket_path or sock")
+        if self.proxy is not None:
+            if not callable(getattr(self.proxy, "open", None)):
+                raise TypeError("proxy must be a smtp_backends.proxy.SMTPProxy")
+            if self.socket_path is not None or self.sock is not None:
+                raise ValueError("A proxy reaches TCP hosts: not with socket_path or sock")
 
     def replace(self, *, skip_none: bool = False, **changes: Any) -> ConnectionConfig:
         """A copy with ``changes`` applied and validated.
