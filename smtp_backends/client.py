@@ -43,6 +43,7 @@ from .protocol import commands
 from .protocol.auth import MECHANISMS, AuthExchange, Mechanism, XOAuth2
 from .protocol.connection import Command, Phase
 from .protocol.data import END_OF_DATA, encode_content
+from .protocol.dsn import DSN, add_rcpt_parameters, mail_parameters
 from .protocol.extensions import Extensions
 from .protocol.replies import SMTPResponse
 from .protocol.transaction import Envelope, Outcome
@@ -151,6 +152,9 @@ class SMTP:
             in order instead of ``hostname``/``port``.
         proxy: a :class:`~smtp_backends.proxy.SMTPProxy` (SOCKS5, SOCKS4 or
             HTTP CONNECT) to reach the server through.
+        dsn: a :class:`~smtp_backends.protocol.dsn.DSN`: delivery status
+            notifications every message asks for (RFC 3461).
+        requiretls: send every message with REQUIRETLS (RFC 8689).
 
     Raises:
         ValueError: contradictory options (``use_tls`` with ``start_tls=True``...).
@@ -198,6 +202,8 @@ class SMTP:
         rate_limit: RateLimiter | None = None,
         failover: Failover | None = None,
         proxy: SMTPProxy | None = None,
+        dsn: DSN | None = None,
+        requiretls: bool = False,
     ) -> None:
         self._config = ConnectionConfig(
             hostname=hostname,
@@ -223,6 +229,8 @@ class SMTP:
             rate_limit=rate_limit,
             failover=failover,
             proxy=proxy,
+            dsn=dsn,
+            requiretls=requiretls,
         )
         self._start_disconnected()
 
@@ -893,12 +901,18 @@ class SMTP:
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
+        dsn: DSN | None = None,
+        requiretls: bool | None = None,
     ) -> Outcome:
         """Send raw message data: one whole mail transaction.
 
         ``message`` goes out as given, after line endings are normalised to
         CRLF and lines starting with a dot are stuffed. With PIPELINING, MAIL,
         every RCPT and DATA leave as one group.
+
+        ``dsn`` (a :class:`~smtp_backends.protocol.dsn.DSN`) asks for delivery
+        status notifications (RFC 3461) and ``requiretls`` for REQUIRETLS
+        (RFC 8689), instead of the client's defaults.
 
         Returns:
             ``(errors, response_text)``: each refused recipient mapped to the
@@ -907,6 +921,8 @@ class SMTP:
         Raises:
             ValueError / TypeError: a bad address, option or message, before
                 anything is written.
+            SMTPNotSupported: DSN or REQUIRETLS asked for and not possible
+                here (not offered; REQUIRETLS without TLS), before MAIL.
             SMTPSenderRefused: MAIL refused.
             SMTPRecipientsRefused: every recipient refused.
             SMTPDataError: DATA or the content refused.
@@ -917,6 +933,9 @@ class SMTP:
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
+            dsn, extra = self._delivery_options(dsn, requiretls)
+            if extra:
+                mail_options = [*(mail_options or ()), *extra]
             envelope = envelope_for_data(
                 sender,
                 recipients,
@@ -926,6 +945,8 @@ class SMTP:
                 self._extensions,
                 self._signer(),
             )
+            if dsn is not None:
+                add_rcpt_parameters(envelope, dsn)
             [outcome] = await self._run([lambda: envelope], timeout_value)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -941,6 +962,8 @@ class SMTP:
         mail_options: Iterable[str] | None = None,
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
+        dsn: DSN | None = None,
+        requiretls: bool | None = None,
     ) -> Outcome:
         """Send an :class:`email.message.EmailMessage` (or an ``email.mime`` object).
 
@@ -949,6 +972,8 @@ class SMTP:
         headers are not transmitted. SMTPUTF8 is used when an address needs
         it; 8BITMIME when the content has 8-bit data and the server offers it.
 
+        ``dsn`` and ``requiretls`` as :meth:`sendmail`.
+
         Returns and raises as :meth:`sendmail`; also ValueError when the
         message has no sender or no recipients, and SMTPNotSupported when it
         needs SMTPUTF8 and the server lacks it.
@@ -956,6 +981,9 @@ class SMTP:
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
+            dsn, extra = self._delivery_options(dsn, requiretls)
+            if extra:
+                mail_options = [*(mail_options or ()), *extra]
             envelope = envelope_for_message(
                 message,
                 sender,
@@ -965,6 +993,8 @@ class SMTP:
                 self._extensions,
                 self._signer(),
             )
+            if dsn is not None:
+                add_rcpt_parameters(envelope, dsn)
             [outcome] = await self._run([lambda: envelope], timeout_value)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -1083,20 +1113,50 @@ class SMTP:
         dkim = self._config.dkim
         return None if dkim is None else dkim.sign
 
+    def _delivery_options(
+        self, dsn: DSN | None, requiretls: bool | None
+    ) -> tuple[DSN | None, list[str]]:
+        """The DSN request and the MAIL parameters (DSN, REQUIRETLS) for one message.
+
+        Raises:
+            SMTPNotSupported: as :func:`~smtp_backends.protocol.dsn.mail_parameters`.
+        """
+        config = self._config
+        if dsn is None:
+            dsn = config.dsn
+        if requiretls is None:
+            requiretls = config.requiretls
+        if dsn is None and not requiretls:
+            return None, []
+        encrypted = self._require_transport().encrypted
+        return dsn, mail_parameters(dsn, requiretls, self._extensions, encrypted)
+
     def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
         sign = self._signer()
+        config = self._config
+        policies = config.dsn is not None or config.requiretls
 
         def prepare() -> Envelope:
             extensions = self._extensions
             ready = item() if callable(item) else item
+            dsn: DSN | None = None
+            extra: list[str] | None = None
+            if policies:  # the client's DSN / REQUIRETLS defaults
+                dsn, extra = self._delivery_options(None, None)
             if isinstance(ready, email.message.Message):
-                return envelope_for_message(ready, None, None, None, None, extensions, sign)
-            if isinstance(ready, tuple) and len(ready) == 3:
-                return envelope_for_data(ready[0], ready[1], ready[2], None, None, extensions, sign)
-            raise TypeError(
-                "Expected an email message, a (sender, recipients, data) tuple or a "
-                f"callable returning one, not {type(ready).__name__}"
-            )
+                envelope = envelope_for_message(ready, None, None, extra, None, extensions, sign)
+            elif isinstance(ready, tuple) and len(ready) == 3:
+                envelope = envelope_for_data(
+                    ready[0], ready[1], ready[2], extra, None, extensions, sign
+                )
+            else:
+                raise TypeError(
+                    "Expected an email message, a (sender, recipients, data) tuple or a "
+                    f"callable returning one, not {type(ready).__name__}"
+                )
+            if dsn is not None:
+                add_rcpt_parameters(envelope, dsn)
+            return envelope
 
         return prepare
 

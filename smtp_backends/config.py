@@ -14,6 +14,7 @@ from .protocol.commands import ehlo_name
 if TYPE_CHECKING:
     from .dkim import DKIMSigner
     from .failover import Failover
+    from .protocol.dsn import DSN
     from .proxy import SMTPProxy
     from .ratelimit import RateLimiter
 
@@ -46,8 +47,10 @@ class ConnectionConfig:
     :class:`~smtp_backends.ratelimit.RateLimiter`, shared by everyone holding
     it), ``failover`` (a :class:`~smtp_backends.failover.Failover`: its hosts
     replace ``hostname``/``port`` for connecting), ``proxy`` (a
-    :class:`~smtp_backends.proxy.SMTPProxy` to tunnel through). Secrets are
-    kept out of the repr.
+    :class:`~smtp_backends.proxy.SMTPProxy` to tunnel through), ``dsn`` (a
+    :class:`~smtp_backends.protocol.dsn.DSN`: the notifications every message
+    asks for unless a send says otherwise) and ``requiretls`` (RFC 8689 for
+    every message). Secrets are kept out of the repr.
 
     Raises:
         ValueError: contradictory or invalid settings (see :meth:`validate`).
@@ -76,6 +79,8 @@ class ConnectionConfig:
     rate_limit: RateLimiter | None = None
     failover: Failover | None = None
     proxy: SMTPProxy | None = None
+    dsn: DSN | None = None
+    requiretls: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -127,6 +132,8 @@ class ConnectionConfig:
                 raise TypeError("failover must be a smtp_backends.failover.Failover")
             if self.socket_path is not None or self.sock is not None:
                 raise ValueError("failover picks TCP hosts: not with socket_path or sock")
+        if self.dsn is not None and not callable(getattr(self.dsn, "rcpt_options", None)):
+            raise TypeError("dsn must be a smtp_backends.protocol.dsn.DSN")
         if self.proxy is not None:
             if not callable(getattr(self.proxy, "open", None)):
                 raise TypeError("proxy must be a smtp_backends.proxy.SMTPProxy")
