@@ -1060,9 +1060,7 @@ class SMTP:
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
-            return await self._run(
-                [self._batch_preparer(item) for item in items], timeout_value, on_result
-            )
+            return await self._run(self._batch_preparers(items), timeout_value, on_result)
 
     async def _run(
         self,
@@ -1131,11 +1129,16 @@ class SMTP:
         encrypted = self._require_transport().encrypted
         return dsn, mail_parameters(dsn, requiretls, self._extensions, encrypted)
 
-    def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
+    def _batch_preparers(self, items: list[BatchItem]) -> list[Callable[[], Envelope]]:
+        # The policies are looked up once per batch, not per message.
         sign = self._signer()
         config = self._config
         policies = config.dsn is not None or config.requiretls
+        return [self._batch_preparer(item, sign, policies) for item in items]
 
+    def _batch_preparer(
+        self, item: BatchItem, sign: Callable[[bytes], bytes] | None, policies: bool
+    ) -> Callable[[], Envelope]:
         def prepare() -> Envelope:
             extensions = self._extensions
             ready = item() if callable(item) else item
