@@ -180,6 +180,7 @@ class DKIMKey:
     algorithm: Algorithm | None = None
 
     def __post_init__(self) -> None:
+        dkim = _dkimpy()  # without the extra, say so before anything else
         object.__setattr__(self, "domain", _check_domain(self.domain, "domain"))
         object.__setattr__(self, "selector", _check_domain(self.selector, "selector"))
         if isinstance(self.private_key, str):
@@ -191,7 +192,6 @@ class DKIMKey:
         key, algorithm = _load_key(self.private_key, self.algorithm)
         object.__setattr__(self, "private_key", key)
         object.__setattr__(self, "algorithm", algorithm)
-        dkim = _dkimpy()
         try:
             dkim.DKIM(_PROBE, linesep=b"\r\n").sign(
                 self.selector.encode(),
