@@ -166,12 +166,12 @@ async def test_cool_down_ends(
     make_scripted_server: Callable[..., ScriptedServer], smtpd: SMTPServer
 ) -> None:
     refusing = make_scripted_server(GREETING_REFUSED)
-    failover = Failover(hosts(refusing, smtpd), cooldown=0.2)
+    failover = Failover(hosts(refusing, smtpd), cooldown=1.0)
     for _ in range(2):
         async with SMTP(failover=failover) as client:
             await client.noop()
     assert refusing.connection_count == 1
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     async with SMTP(failover=failover) as client:
         await client.noop()
     assert refusing.connection_count == 2

@@ -79,12 +79,12 @@ async def test_token_is_cached_until_shortly_before_expiry() -> None:
 
     def fetch() -> tuple[str, float]:
         issued.append(1)
-        return f"tok-{len(issued)}", 1.6
+        return f"tok-{len(issued)}", 3.0
 
-    provider = CallableTokenProvider(fetch, refresh_margin=1.0)
+    provider = CallableTokenProvider(fetch, refresh_margin=2.0)
     assert await provider() == "tok-1"
-    assert await provider() == "tok-1"  # 1.6 s valid, refreshed 1 s early: cached for 0.6 s
-    await asyncio.sleep(0.7)
+    assert await provider() == "tok-1"  # 3 s valid, refreshed 2 s early: cached for 1 s
+    await asyncio.sleep(1.1)
     assert await provider() == "tok-2"
     assert provider.fetches == 2
 

@@ -81,7 +81,7 @@ async def test_burst_lets_a_quiet_limiter_start_at_once() -> None:
     started = time.monotonic()
     for _ in range(5):
         await limiter.acquire()
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 0.08  # no sleep at all (room for a loaded machine)
     await limiter.acquire()
     assert time.monotonic() - started >= 0.09
 
@@ -105,11 +105,11 @@ async def test_concurrent_callers_share_the_bucket() -> None:
 async def test_throttle_halves_the_rate_pauses_and_recovers() -> None:
     limiter = RateLimiter(messages_per_second=50, backoff=0.2, recovery=0.3)
     await limiter.acquire()
+    started = time.monotonic()  # the pause counts from the throttling reply
     assert await limiter.throttled() == pytest.approx(0.2)
     assert limiter.rate_fraction == 0.5
-    started = time.monotonic()
     await limiter.acquire()
-    assert time.monotonic() - started >= 0.19  # everyone waits out the pause
+    assert time.monotonic() - started >= 0.2  # everyone waits out the pause
     assert await limiter.throttled() == pytest.approx(0.4)  # doubled while it goes on
     assert limiter.rate_fraction == 0.25
     await asyncio.sleep(0.7)
@@ -291,11 +291,12 @@ async def test_redis_throttle_is_shared(
 ) -> None:
     first, second = shared
     await first.acquire()
+    started = time.monotonic()
     assert await first.throttled() == pytest.approx(0.2)
     assert await second.shared_rate_fraction() == 0.5
-    started = time.monotonic()
     await second.acquire()  # the other process waits out the pause too
-    assert time.monotonic() - started >= 0.15
+    # Redis's clock started the pause a little after `started`; 10 ms for clock reading.
+    assert time.monotonic() - started >= 0.19
 
 
 async def test_redis_limiter_in_a_pool(
