@@ -426,6 +426,7 @@ class SMTPPool:
             return accepted
 
         workers = min(self.max_connections, math.ceil(total / chunk))
+        limit = self._planner.max_messages_per_connection
         alive = workers
 
         async def worker() -> None:
@@ -445,9 +446,14 @@ class SMTPPool:
                 client = entry.client
                 assert isinstance(client, SMTP)
                 sent = 0
+                # max_messages_per_connection holds within a batch too: the
+                # connection goes back (and is recycled) once it has had its share.
+                allowance = limit - entry.messages_sent if limit is not None else total
                 try:
-                    while pending and client.is_connected:
-                        indices = [pending.popleft() for _ in range(min(chunk, len(pending)))]
+                    while pending and client.is_connected and allowance > 0:
+                        take = min(chunk, len(pending), allowance)
+                        allowance -= take
+                        indices = [pending.popleft() for _ in range(take)]
                         sent += await run_chunk(client, indices)
                 finally:
                     self._release(entry, reusable=True, sent=sent)

@@ -8,6 +8,7 @@ exceeded (a lower bound on the time) and only loosely that it is not far too slo
 from __future__ import annotations
 
 import asyncio
+import collections
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -338,3 +339,24 @@ async def test_a_421_to_a_single_pooled_send_waits_and_goes_again(
     assert len(server.messages) == 1
     assert limiter.throttles == 1
     assert pool.connections_opened == 2
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+async def test_messages_per_connection_holds_within_a_batch(
+    make_smtpd: Callable[..., SMTPServer], connections: int
+) -> None:
+    server = make_smtpd()
+    host, port = server.address
+    async with SMTPPool(
+        hostname=host,
+        port=port,
+        max_connections=connections,
+        max_messages_per_connection=3,
+        rate_limit=RateLimiter(messages_per_second=1000),
+    ) as pool:
+        outcomes = await pool.send_messages(items(10))
+    assert all(isinstance(outcome, tuple) for outcome in outcomes)
+    per_connection = collections.Counter(m.connection_id for m in server.messages)
+    assert sum(per_connection.values()) == 10
+    assert max(per_connection.values()) <= 3
+    assert len(per_connection) >= 4
