@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
@@ -448,7 +449,7 @@ class SMTPPool:
                 sent = 0
                 # max_messages_per_connection holds within a batch too: the
                 # connection goes back (and is recycled) once it has had its share.
-                allowance = limit - entry.messages_sent if limit is not None else total
+                allowance = limit - entry.messages_sent if limit is not None else sys.maxsize
                 try:
                     while pending and client.is_connected and allowance > 0:
                         take = min(chunk, len(pending), allowance)
