@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .config import ConnectionConfig, OAuthTokenGenerator, SocketPath
 from .deadline import SendClock
@@ -45,10 +45,17 @@ from .protocol import commands
 from .protocol.auth import MECHANISMS, AuthExchange, Credentials, Mechanism, XOAuth2
 from .protocol.connection import Command, Phase
 from .protocol.data import END_OF_DATA, encode_content
+from .protocol.dsn import DSN, add_rcpt_parameters, mail_parameters
 from .protocol.extensions import Extensions
 from .protocol.replies import SMTPResponse
 from .protocol.transaction import Envelope, Outcome
 from .transport import SMTPTransport, log_reply, log_sent, logger, open_transport
+
+if TYPE_CHECKING:
+    from .dkim import DKIMSigner
+    from .failover import Failover, Host
+    from .proxy import SMTPProxy
+    from .ratelimit import RateLimiter
 
 __all__ = ("SMTP", "BatchItem", "Default", "ReadyItem", "send")
 
@@ -141,6 +148,17 @@ class SMTP:
         pipelining: use ESMTP PIPELINING (RFC 2920) when the server offers it.
         allow_insecure_auth: allow AUTH over an unencrypted connection to a
             host other than this one.
+        dkim: a :class:`~smtp_backends.dkim.DKIMSigner`: every message sent
+            is DKIM-signed (its final bytes, before dot-stuffing).
+        rate_limit: a :class:`~smtp_backends.ratelimit.RateLimiter`: each
+            message waits for its turn (shared with everyone holding it).
+        failover: a :class:`~smtp_backends.failover.Failover`: hosts to try
+            in order instead of ``hostname``/``port``.
+        proxy: a :class:`~smtp_backends.proxy.SMTPProxy` (SOCKS5, SOCKS4 or
+            HTTP CONNECT) to reach the server through.
+        dsn: a :class:`~smtp_backends.protocol.dsn.DSN`: delivery status
+            notifications every message asks for (RFC 3461).
+        requiretls: send every message with REQUIRETLS (RFC 8689).
 
     Raises:
         ValueError: contradictory options (``use_tls`` with ``start_tls=True``...).
@@ -186,6 +204,12 @@ class SMTP:
         pipelining: bool = True,
         allow_insecure_auth: bool = False,
         send_timeout: float | None = None,
+        dkim: DKIMSigner | None = None,
+        rate_limit: RateLimiter | None = None,
+        failover: Failover | None = None,
+        proxy: SMTPProxy | None = None,
+        dsn: DSN | None = None,
+        requiretls: bool = False,
     ) -> None:
         self._config = ConnectionConfig(
             hostname=hostname,
@@ -208,12 +232,19 @@ class SMTP:
             pipelining=pipelining,
             allow_insecure_auth=allow_insecure_auth,
             send_timeout=send_timeout,
+            dkim=dkim,
+            rate_limit=rate_limit,
+            failover=failover,
+            proxy=proxy,
+            dsn=dsn,
+            requiretls=requiretls,
         )
         self._start_disconnected()
 
     def _start_disconnected(self) -> None:
         self._transport: SMTPTransport | None = None
         self._lock: asyncio.Lock | None = None
+        self._failover_host: Host | None = None  # with failover: the host connected to
         self._forget_server()
 
     def _forget_server(self) -> None:
@@ -399,13 +430,19 @@ class SMTP:
             config = config.replace(timeout=timeout)
         self._lock = None  # a new connection may live on another event loop
         async with self._get_lock():
-            self._transport = await open_transport(config, config.timeout)
-            try:
-                greeting = await self._connect_steps(config)
-            except BaseException:
-                self.close()
-                raise
-        return greeting
+            if config.failover is None:
+                return await self._connect_to(config)
+            host, self._config, greeting = await config.failover.connect(self._connect_to, config)
+            self._failover_host = host
+            return greeting
+
+    async def _connect_to(self, config: ConnectionConfig) -> SMTPResponse:
+        self._transport = await open_transport(config, config.timeout)
+        try:
+            return await self._connect_steps(config)
+        except BaseException:
+            self.close()
+            raise
 
     async def _connect_steps(self, config: ConnectionConfig) -> SMTPResponse:
         timeout = config.timeout
@@ -449,14 +486,30 @@ class SMTP:
                     # Checked before the token is fetched or anything is sent.
                     self.close()
                     raise SMTPNotSupported("The server does not support XOAUTH2 authentication")
-                # The token goes straight into Credentials: no local of this
-                # frame holds it for a traceback to show.
-                credentials = Credentials(config.username, await config.oauth_token_generator())
-                await self._authenticate(credentials.mechanism(XOAuth2), timeout)
+                await self._xoauth2(config.oauth_token_generator, config.username, timeout)
             else:
                 assert config.password is not None
                 await self._login(Credentials(config.username, config.password), timeout)
         return greeting
+
+    async def _xoauth2(
+        self, generator: OAuthTokenGenerator, username: str | bytes, timeout: float | None
+    ) -> None:
+        """AUTH XOAUTH2; a 535 with a refreshing provider gets one fresh token and one retry."""
+        # Each token goes straight into Credentials: no local of this frame holds
+        # it for a traceback to show.
+        credentials = Credentials(username, await generator())
+        try:
+            await self._authenticate(credentials.mechanism(XOAuth2), timeout)
+        except SMTPAuthenticationError as exc:
+            # smtp_backends.oauth providers have refresh(); plain generators keep
+            # aiosmtplib's behaviour (no retry).
+            refresh = getattr(generator, "refresh", None)
+            if exc.code != 535 or refresh is None or not self.is_connected:
+                raise
+            logger.debug("XOAUTH2 refused (535): refreshing the token and retrying once")
+            credentials = Credentials(username, await refresh(credentials.secret_text()))
+            await self._authenticate(credentials.mechanism(XOAuth2), timeout)
 
     def close(self) -> None:
         """Close the connection at once, without QUIT. Safe to call at any time."""
@@ -956,12 +1009,18 @@ class SMTP:
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
         send_timeout: Timeout = _default,
+        dsn: DSN | None = None,
+        requiretls: bool | None = None,
     ) -> Outcome:
         """Send raw message data: one whole mail transaction.
 
         ``message`` goes out as given, after line endings are normalised to
         CRLF and lines starting with a dot are stuffed. With PIPELINING, MAIL,
         every RCPT and DATA leave as one group.
+
+        ``dsn`` (a :class:`~smtp_backends.protocol.dsn.DSN`) asks for delivery
+        status notifications (RFC 3461) and ``requiretls`` for REQUIRETLS
+        (RFC 8689), instead of the client's defaults.
 
         Returns:
             ``(errors, response_text)``: each refused recipient mapped to the
@@ -970,6 +1029,8 @@ class SMTP:
         Raises:
             ValueError / TypeError: a bad address, option or message, before
                 anything is written.
+            SMTPNotSupported: DSN or REQUIRETLS asked for and not possible
+                here (not offered; REQUIRETLS without TLS), before MAIL.
             SMTPSenderRefused: MAIL refused.
             SMTPRecipientsRefused: every recipient refused.
             SMTPDataError: DATA or the content refused.
@@ -984,9 +1045,20 @@ class SMTP:
         clock = self._clock(send_timeout)
         async with self._locked(clock):
             timeout_value = await self._ready_to_send(timeout, clock)
+            dsn, extra = self._delivery_options(dsn, requiretls)
+            if extra:
+                mail_options = [*(mail_options or ()), *extra]
             envelope = envelope_for_data(
-                sender, recipients, message, mail_options, rcpt_options, self._extensions
+                sender,
+                recipients,
+                message,
+                mail_options,
+                rcpt_options,
+                self._extensions,
+                self._signer(),
             )
+            if dsn is not None:
+                add_rcpt_parameters(envelope, dsn)
             [outcome] = await self._run([lambda: envelope], timeout_value, clock=clock)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -1003,6 +1075,8 @@ class SMTP:
         rcpt_options: Iterable[str] | None = None,
         timeout: Timeout = _default,
         send_timeout: Timeout = _default,
+        dsn: DSN | None = None,
+        requiretls: bool | None = None,
     ) -> Outcome:
         """Send an :class:`email.message.EmailMessage` (or an ``email.mime`` object).
 
@@ -1011,6 +1085,8 @@ class SMTP:
         headers are not transmitted. SMTPUTF8 is used when an address needs
         it; 8BITMIME when the content has 8-bit data and the server offers it.
 
+        ``dsn`` and ``requiretls`` as :meth:`sendmail`.
+
         Returns and raises as :meth:`sendmail`; also ValueError when the
         message has no sender or no recipients, and SMTPNotSupported when it
         needs SMTPUTF8 and the server lacks it.
@@ -1018,9 +1094,20 @@ class SMTP:
         clock = self._clock(send_timeout)
         async with self._locked(clock):
             timeout_value = await self._ready_to_send(timeout, clock)
+            dsn, extra = self._delivery_options(dsn, requiretls)
+            if extra:
+                mail_options = [*(mail_options or ()), *extra]
             envelope = envelope_for_message(
-                message, sender, recipients, mail_options, rcpt_options, self._extensions
+                message,
+                sender,
+                recipients,
+                mail_options,
+                rcpt_options,
+                self._extensions,
+                self._signer(),
             )
+            if dsn is not None:
+                add_rcpt_parameters(envelope, dsn)
             [outcome] = await self._run([lambda: envelope], timeout_value, clock=clock)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -1103,7 +1190,7 @@ class SMTP:
             await self._ehlo_or_helo_if_needed(timeout_value)
             clock = SendClock(asyncio.get_running_loop(), limit) if limit is not None else None
             return await self._run(
-                [self._batch_preparer(item) for item in items],
+                self._batch_preparers(items),
                 timeout_value,
                 on_result,
                 clock,
@@ -1151,22 +1238,107 @@ class SMTP:
         clock: SendClock | None = None,
         on_content: ContentCallback | None = None,
     ) -> list[Outcome | Exception]:
-        return await deliver(
-            self._require_transport(), preparers, timeout, self.close, on_result, clock, on_content
-        )
+        config = self._config
+        if config.rate_limit is None and config.failover is None:
+            return await deliver(
+                self._require_transport(),
+                preparers,
+                timeout,
+                self.close,
+                on_result,
+                clock,
+                on_content,
+            )
+        return await self._run_with_policies(config, preparers, timeout, on_result, clock)
 
-    def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
+    async def _run_with_policies(
+        self,
+        config: ConnectionConfig,
+        preparers: Sequence[Callable[[], Envelope]],
+        timeout: float | None,
+        on_result: ResultCallback | None,
+        clock: SendClock | None = None,
+    ) -> list[Outcome | Exception]:
+        """Deliver with a rate limiter (one message per turn, see RateLimiter.send)
+        and/or failover (a 421 cools the host down and leaves the message unsent)."""
+        failover, host = config.failover, self._failover_host
+
+        def judge(outcome: Outcome | Exception) -> Outcome | Exception:
+            return outcome if failover is None else failover.judge(host, outcome)
+
+        async def send_all(
+            items: Sequence[Callable[[], Envelope]], told: ResultCallback | None
+        ) -> list[Outcome | Exception]:
+            tell = None if told is None else (lambda i, outcome: told(i, judge(outcome)))
+            outcomes = await deliver(
+                self._require_transport(), items, timeout, self.close, tell, clock
+            )
+            return [judge(outcome) for outcome in outcomes]
+
+        limiter = config.rate_limit
+        if limiter is None:
+            return await send_all(preparers, on_result)
+
+        async def send_one(envelope: Envelope) -> Outcome | Exception:
+            [outcome] = await send_all([lambda: envelope], None)
+            return outcome
+
+        return await limiter.send(preparers, send_one, lambda: self.is_connected, on_result)
+
+    def _signer(self) -> Callable[[bytes], bytes] | None:
+        """What signs each message's final bytes (DKIM), or None."""
+        dkim = self._config.dkim
+        return None if dkim is None else dkim.sign
+
+    def _delivery_options(
+        self, dsn: DSN | None, requiretls: bool | None
+    ) -> tuple[DSN | None, list[str]]:
+        """The DSN request and the MAIL parameters (DSN, REQUIRETLS) for one message.
+
+        Raises:
+            SMTPNotSupported: as :func:`~smtp_backends.protocol.dsn.mail_parameters`.
+        """
+        config = self._config
+        if dsn is None:
+            dsn = config.dsn
+        if requiretls is None:
+            requiretls = config.requiretls
+        if dsn is None and not requiretls:
+            return None, []
+        encrypted = self._require_transport().encrypted
+        return dsn, mail_parameters(dsn, requiretls, self._extensions, encrypted)
+
+    def _batch_preparers(self, items: Sequence[BatchItem]) -> list[Callable[[], Envelope]]:
+        # The policies are looked up once per batch, not per message.
+        sign = self._signer()
+        config = self._config
+        policies = config.dsn is not None or config.requiretls
+        return [self._batch_preparer(item, sign, policies) for item in items]
+
+    def _batch_preparer(
+        self, item: BatchItem, sign: Callable[[bytes], bytes] | None, policies: bool
+    ) -> Callable[[], Envelope]:
         def prepare() -> Envelope:
             extensions = self._extensions
             ready = item() if callable(item) else item
+            dsn: DSN | None = None
+            extra: list[str] | None = None
+            if policies:  # the client's DSN / REQUIRETLS defaults
+                dsn, extra = self._delivery_options(None, None)
             if isinstance(ready, email.message.Message):
-                return envelope_for_message(ready, None, None, None, None, extensions)
-            if isinstance(ready, tuple) and len(ready) == 3:
-                return envelope_for_data(ready[0], ready[1], ready[2], None, None, extensions)
-            raise TypeError(
-                "Expected an email message, a (sender, recipients, data) tuple or a "
-                f"callable returning one, not {type(ready).__name__}"
-            )
+                envelope = envelope_for_message(ready, None, None, extra, None, extensions, sign)
+            elif isinstance(ready, tuple) and len(ready) == 3:
+                envelope = envelope_for_data(
+                    ready[0], ready[1], ready[2], extra, None, extensions, sign
+                )
+            else:
+                raise TypeError(
+                    "Expected an email message, a (sender, recipients, data) tuple or a "
+                    f"callable returning one, not {type(ready).__name__}"
+                )
+            if dsn is not None:
+                add_rcpt_parameters(envelope, dsn)
+            return envelope
 
         return prepare
 

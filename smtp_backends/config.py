@@ -7,9 +7,16 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .protocol.commands import ehlo_name
+
+if TYPE_CHECKING:
+    from .dkim import DKIMSigner
+    from .failover import Failover
+    from .protocol.dsn import DSN
+    from .proxy import SMTPProxy
+    from .ratelimit import RateLimiter
 
 __all__ = (
     "DEFAULT_TIMEOUT",
@@ -36,7 +43,16 @@ class ConnectionConfig:
     The keywords are those of :class:`smtp_backends.SMTP` (aiosmtplib's),
     plus ``pipelining``, ``allow_insecure_auth`` and ``send_timeout`` (most
     seconds for one whole send, on top of the per-operation ``timeout``;
-    None: no such bound). Secrets are kept out of the repr.
+    None: no such bound), and the policies, each
+    None (off, costing nothing) unless given: ``dkim`` (a
+    :class:`~smtp_backends.dkim.DKIMSigner`), ``rate_limit`` (a
+    :class:`~smtp_backends.ratelimit.RateLimiter`, shared by everyone holding
+    it), ``failover`` (a :class:`~smtp_backends.failover.Failover`: its hosts
+    replace ``hostname``/``port`` for connecting), ``proxy`` (a
+    :class:`~smtp_backends.proxy.SMTPProxy` to tunnel through), ``dsn`` (a
+    :class:`~smtp_backends.protocol.dsn.DSN`: the notifications every message
+    asks for unless a send says otherwise) and ``requiretls`` (RFC 8689 for
+    every message). Secrets are kept out of the repr.
 
     Raises:
         ValueError: contradictory or invalid settings (see :meth:`validate`).
@@ -62,6 +78,12 @@ class ConnectionConfig:
     pipelining: bool = True
     allow_insecure_auth: bool = False
     send_timeout: float | None = None
+    dkim: DKIMSigner | None = None
+    rate_limit: RateLimiter | None = None
+    failover: Failover | None = None
+    proxy: SMTPProxy | None = None
+    dsn: DSN | None = None
+    requiretls: bool = False
 
     def __post_init__(self) -> None:
         # As aiosmtplib: whitespace around the EHLO/HELO name is dropped (a name
@@ -121,6 +143,22 @@ class ConnectionConfig:
             raise ValueError(f"The hostname contains a line break: {self.hostname!r}")
         if self.local_hostname is not None:
             ehlo_name(self.local_hostname)
+        if self.dkim is not None and not callable(getattr(self.dkim, "sign", None)):
+            raise TypeError("dkim must be a smtp_backends.dkim.DKIMSigner")
+        if self.rate_limit is not None and not callable(getattr(self.rate_limit, "send", None)):
+            raise TypeError("rate_limit must be a smtp_backends.ratelimit.RateLimiter")
+        if self.failover is not None:
+            if not callable(getattr(self.failover, "connect", None)):
+                raise TypeError("failover must be a smtp_backends.failover.Failover")
+            if self.socket_path is not None or self.sock is not None:
+                raise ValueError("failover picks TCP hosts: not with socket_path or sock")
+        if self.dsn is not None and not callable(getattr(self.dsn, "rcpt_options", None)):
+            raise TypeError("dsn must be a smtp_backends.protocol.dsn.DSN")
+        if self.proxy is not None:
+            if not callable(getattr(self.proxy, "open", None)):
+                raise TypeError("proxy must be a smtp_backends.proxy.SMTPProxy")
+            if self.socket_path is not None or self.sock is not None:
+                raise ValueError("A proxy reaches TCP hosts: not with socket_path or sock")
 
     def replace(self, *, skip_none: bool = False, **changes: Any) -> ConnectionConfig:
         """A copy with ``changes`` applied and validated.

@@ -18,7 +18,7 @@ import email.utils
 import io
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .errors import SMTPNotSupported
@@ -372,6 +372,7 @@ def envelope_for_data(
     mail_options: Iterable[str] | None,
     rcpt_options: Iterable[str] | None,
     extensions: Extensions,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Envelope:
     """The envelope for raw message data, as :meth:`SMTP.sendmail` sends it.
 
@@ -387,7 +388,11 @@ def envelope_for_data(
         recipients = [recipients]
     recipients = list(recipients)
     mail = list(mail_options or ())
-    content = encode_content(message_bytes(message))
+    raw = message_bytes(message)
+    if sign is not None:
+        # The final bytes, before dot-stuffing (which the server undoes): DKIM.
+        raw = sign(raw)
+    content = encode_content(raw)
     keywords = {option.split("=", 1)[0].upper() for option in mail if isinstance(option, str)}
     offered = extensions.keywords
     utf8 = "SMTPUTF8" in keywords
@@ -412,6 +417,7 @@ def envelope_for_message(
     mail_options: Iterable[str] | None,
     rcpt_options: Iterable[str] | None,
     extensions: Extensions,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Envelope:
     """The envelope for a message object, as :meth:`SMTP.send_message` sends it.
 
@@ -448,4 +454,4 @@ def envelope_for_message(
         # (its header fields may be raw UTF-8, RFC 6532).
         given = {str(o).split("=", 1)[0].upper() for o in options}
         options += [k for k in ("SMTPUTF8", "BODY=8BITMIME") if k.split("=")[0] not in given]
-    return envelope_for_data(sender, recipients, data, options, rcpt_options, extensions)
+    return envelope_for_data(sender, recipients, data, options, rcpt_options, extensions, sign)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -354,7 +355,11 @@ class SMTPPool:
                 sent = 1
                 return result
             except SMTPException as exc:
-                if attempt == 1 and reused and _retryable(exc):
+                # With failover, a fresh connection may go to another host; with a
+                # rate limit, a throttled message waits and goes again.
+                config = self.config
+                elsewhere = reused or config.failover is not None or config.rate_limit is not None
+                if attempt == 1 and elsewhere and _retryable(exc):
                     logger.debug(
                         "pool: connection #%d lost before the message; retrying", entry.number
                     )
@@ -513,6 +518,7 @@ class SMTPPool:
             return accepted, progressed
 
         workers = min(self.max_connections, math.ceil(total / chunk))
+        limit = self._planner.max_messages_per_connection
         alive = workers
 
         async def worker() -> None:
@@ -535,9 +541,16 @@ class SMTPPool:
                     return  # the other workers go on with what is left
                 sent = 0
                 progressed = False
+                # max_messages_per_connection holds within a batch too: the
+                # connection goes back (and is recycled) once it has had its share.
+                allowance = limit - entry.messages_sent if limit is not None else sys.maxsize
                 try:
-                    while book.pending and client.is_connected and not self._closed:
-                        accepted, moved = await run_chunk(client, book.take(chunk))
+                    while (
+                        book.pending and client.is_connected and not self._closed and allowance > 0
+                    ):
+                        indices = book.take(min(chunk, allowance))
+                        allowance -= len(indices)
+                        accepted, moved = await run_chunk(client, indices)
                         sent += accepted
                         progressed = progressed or moved
                 finally:

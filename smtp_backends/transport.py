@@ -93,6 +93,8 @@ class SMTPTransport(asyncio.Protocol):
         self._deadline: float | None = None
         self._timeout_value = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        #: Connected through a proxy: the peer address is the proxy's, never "local".
+        self.proxied = False
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
@@ -378,6 +380,8 @@ class SMTPTransport(asyncio.Protocol):
     @property
     def local(self) -> bool:
         """Whether the peer is on this host (a Unix socket or a loopback address)."""
+        if self.proxied:
+            return False
         sock = self.extra("socket")
         if sock is not None and getattr(sock, "family", None) == getattr(socket, "AF_UNIX", -1):
             return True
@@ -480,6 +484,9 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
                 ssl=context,
                 server_hostname=server_hostname,
             )
+        elif config.proxy is not None:
+            where = f"{host}:{port} through the proxy {config.proxy}"
+            connecting = _through_proxy(config, factory, context, server_hostname, timeout)
         else:
             connecting = loop.create_connection(
                 factory,
@@ -490,6 +497,9 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
                 local_addr=config.source_address,
             )
         _, protocol = await asyncio.wait_for(connecting, timeout)
+        protocol.proxied = config.proxy is not None
+    except SMTPException:
+        raise  # already ours (the proxy's errors)
     except asyncio.TimeoutError:
         raise SMTPConnectTimeoutError(f"Timed out connecting to {where}") from None
     except ssl.SSLError as exc:
@@ -497,3 +507,28 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
     except OSError as exc:
         raise SMTPConnectError(f"Error connecting to {where}: {exc}") from None
     return protocol
+
+
+async def _through_proxy(
+    config: ConnectionConfig,
+    factory: Callable[[], SMTPTransport],
+    context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    timeout: float | None,
+) -> tuple[asyncio.Transport, SMTPTransport]:
+    """Tunnel to the server through ``config.proxy``; TLS (if any) runs end to end and
+    verifies the SMTP server's name."""
+    assert config.proxy is not None
+    sock = await config.proxy.open(
+        config.effective_hostname,
+        config.effective_port,
+        timeout=timeout,
+        local_addr=config.source_address,
+    )
+    try:
+        return await asyncio.get_running_loop().create_connection(
+            factory, sock=sock, ssl=context, server_hostname=server_hostname
+        )
+    except BaseException:
+        sock.close()
+        raise

@@ -125,6 +125,14 @@ class Credentials:
         if self._secret_problem is not None:
             raise _problem(secret_name, self._secret_problem)
 
+    def secret_text(self) -> str:
+        """The secret as text (empty when it cannot be encoded).
+
+        For a token provider that must be told which token the server refused;
+        pass it straight on, so that no local variable holds it.
+        """
+        return self._secret.decode("utf-8", "replace")
+
     def mechanism(self, kind: type[_M]) -> _M:
         """A ``kind`` mechanism for these credentials.
 

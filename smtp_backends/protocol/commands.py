@@ -23,6 +23,9 @@ __all__ = (
 
 # C0 controls and DEL. TAB is included: no argument we send needs one.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Their friends once a command is encoded as UTF-8: C1 controls (NEL, U+0085,
+# ends a line for some parsers) and the Unicode line and paragraph separators.
+_C1_OR_SEPARATOR = re.compile(r"[\x80-\x9f\u2028\u2029]")
 # A quoted string anywhere (a display name such as "Doe, <John>").
 _QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 # A quoted-string local part ("john doe"@example.org) may hold these.
@@ -133,12 +136,14 @@ def command(verb: str, *arguments: str, encoding: str = "ascii") -> bytes:
     """Encode ``VERB arg arg...`` with its CRLF.
 
     Raises:
-        ValueError: a control character in the verb or an argument, or text
-            that the encoding cannot represent.
+        ValueError: a control character (C0, DEL, C1, U+2028/U+2029) in the
+            verb or an argument, or text that the encoding cannot represent.
     """
     _reject_controls(verb, "Command")
     for argument in arguments:
         _reject_controls(argument, "Command argument")
+        if _C1_OR_SEPARATOR.search(argument):
+            raise ValueError(f"Command argument contains a line-breaking character: {argument!r}")
     line = " ".join((verb, *arguments)) if arguments else verb
     try:
         return line.encode(encoding) + b"\r\n"
