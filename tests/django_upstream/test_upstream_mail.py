@@ -68,11 +68,6 @@ NOT_APPLICABLE = {
         "patches smtplib.SMTP to see how the stock backend constructs it; host and port are "
         f"checked on the wire in {_OURS}::test_mailers_options"
     ),
-    "test_ssl_context_uses_ssl_certfile_and_keyfile": (
-        "patches ssl.SSLContext to see how the stock backend builds its ssl_context "
-        "attribute; ours builds contexts with smtp_backends.ConnectionConfig."
-        f"build_tls_context(): {_OURS}::test_client_certificate_from_ssl_certfile"
-    ),
 }
 _AUTH_MOCKED = (
     "patches smtplib.SMTP.login to see that the stock backend calls it; AUTH is checked "
