@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from email.errors import HeaderParseError
 from email.headerregistry import AddressHeader
 from typing import Any
 
@@ -85,7 +86,10 @@ def _parse(text: str, what: str) -> Mailbox:
     label = f"{what} {text!r}" if what else repr(text)
     if not text.strip():
         raise ValueError(f"Invalid address {label}, not one address: it is empty")
-    parsed = AddressHeader.value_parser(text)
+    try:
+        parsed = AddressHeader.value_parser(text)
+    except (HeaderParseError, IndexError, AttributeError) as exc:  # it gives up on some input
+        raise ValueError(f"Invalid address {label}, not one address: {exc}") from None
     mailboxes = parsed.all_mailboxes
     defects = sorted({str(defect) for defect in parsed.all_defects} - _ACCEPTED_DEFECTS)
     # A line break or control character is reported as such, never as a list.

@@ -40,6 +40,14 @@ def test_not_exactly_one_mailbox_is_an_error_naming_the_problem(address: str, pr
     assert repr(address) in str(error.value) and "recipient" in str(error.value)
 
 
+@pytest.mark.parametrize("address", ["to@", '"a" @', "a@["])
+def test_what_the_stdlib_parser_gives_up_on_is_a_value_error(address: str) -> None:
+    # The standard library's parser raises IndexError / AttributeError /
+    # HeaderParseError on these: callers get the ValueError every bad address gives.
+    with pytest.raises(ValueError, match="not one address"):
+        addr_spec(address)
+
+
 def test_one_mailbox_gives_its_addr_spec() -> None:
     assert addr_spec("Ann <ann@example.org>") == "ann@example.org"
     assert addr_spec(("Ann", "ann@example.org")) == "ann@example.org"

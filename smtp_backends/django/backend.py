@@ -145,7 +145,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         # MAILERS options are an error); 5.2's ignores them, as in Django.
         super().__init__(**kwargs)
         self.alias: str | None = alias
-        self.fail_silently = fail_silently
+        self.fail_silently: bool = fail_silently
         #: The open connection: an :class:`smtp_backends.SMTP` after ``open()``,
         #: the process's :class:`smtp_backends.SMTPPool` while
         #: ``send_messages()`` borrows it, else None.
@@ -203,6 +203,11 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             self.pipelining: bool = own["pipelining"]
             self.local_hostname: str | None = own["local_hostname"]
             self.keep_order: bool = own["keep_order"]
+            self.fail_silently = check_option(
+                OPTIONS["keep_order"],
+                fail_silently,
+                config.own_option_name("fail_silently", legacy),
+            )
             self.smtputf8: bool = check_option(
                 OPTIONS["keep_order"], own["smtputf8"], config.own_option_name("smtputf8", legacy)
             )

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.mail.backends.smtp import EmailBackend as _StockSMTPBackend
 from django.core.mail.message import sanitize_address
 
+from smtp_backends.addresses import addr_spec as strict_addr_spec
 from smtp_backends.mailer import addr_spec
 from smtp_backends.message import serialize
 
@@ -142,6 +143,11 @@ def django_envelope(
         policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
         # serialize() writes as_bytes()'s very bytes, without its slow header folding.
         return sender, recipients, serialize(message.message(policy=policy))
+    # Django 5.2's sanitize_address() lets through what is not one mailbox
+    # ("not an address", "a@x.org b@x.org"); the one parser of every adapter
+    # refuses it, as Django 6 does.
+    for address in [message.from_email, *message.recipients()]:
+        strict_addr_spec(address)
     encoding = message.encoding or settings.DEFAULT_CHARSET
     sender = _sanitized_addr_spec(message.from_email, encoding)
     recipients = [_sanitized_addr_spec(address, encoding) for address in message.recipients()]
