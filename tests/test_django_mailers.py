@@ -190,6 +190,10 @@ def test_celery_backend_wraps_the_mailer_using_names(settings: Any, smtpd: SMTPS
             "BACKEND": "smtp_backends.django.CeleryBackend",
             "OPTIONS": {"app": "x", "using": "smtp", "batch_size": "10"},
         },
+        "flag": {
+            "BACKEND": CELERY_BACKEND,
+            "OPTIONS": {"app": "x", "using": "smtp", "smtputf8": "yes"},
+        },
     }
     backend = mail.mailers["default"]
     assert isinstance(backend, CeleryBackend) and (backend.using, backend.profile) == (
@@ -203,6 +207,7 @@ def test_celery_backend_wraps_the_mailer_using_names(settings: Any, smtpd: SMTPS
         "missing": "not in MAILERS",
         "not_smtp": "is not smtp_backends.django.AsyncSMTPBackend",
         "batch": r"OPTIONS\['batch_size'\] must be an int >= 1, not '10'",
+        "flag": r"OPTIONS\['smtputf8'\] must be True or False, not 'yes'",
     }
     for alias, problem in problems.items():
         with pytest.raises(InvalidMailer, match=problem):

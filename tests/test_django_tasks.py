@@ -304,3 +304,27 @@ def test_database_backend_and_its_worker(smtpd: SMTPServer, tmp_path: Path) -> N
         "SUCCESSFUL 1",
         "SUCCESSFUL 2",
     ]
+
+
+@needs_mailers
+def test_smtputf8_option(settings: Any, make_smtpd: Any) -> None:
+    """A non-ASCII local part: refused before queuing (as Django), queued with smtputf8."""
+    from django.core.mail import InvalidMailer
+
+    server = make_smtpd(smtputf8=True)
+    settings.TASKS = IMMEDIATE
+    settings.MAILERS = {
+        **mailers(server),
+        "utf8": {"BACKEND": TASKS_BACKEND, "OPTIONS": {"using": "smtp", "smtputf8": True}},
+        "bad": {"BACKEND": TASKS_BACKEND, "OPTIONS": {"using": "smtp", "smtputf8": "yes"}},
+    }
+    email = message(to=["nø@example.dk"])
+    with pytest.raises(ValueError, match="local-part contains non-ASCII"):
+        mail.mailers["default"].send_messages([email])
+    backend = mail.mailers["utf8"]
+    assert backend.send_messages([email]) == 1
+    assert backend.last_result.status == TaskResultStatus.SUCCESSFUL
+    [received] = server.messages
+    assert received.rcpt_tos == ["nø@example.dk"] and "SMTPUTF8" in received.mail_options
+    with pytest.raises(InvalidMailer, match=r"OPTIONS\['smtputf8'\] must be True or False"):
+        mail.mailers["bad"]

@@ -150,6 +150,11 @@ def register_celery(app: Any, **options: Any) -> Any:
         return found
 
 
+def _flag_problem(value: object, name: str) -> str | None:
+    """Why ``value`` is not a flag (a str such as "False" is none), or None."""
+    return None if isinstance(value, bool) else f"{name} must be True or False, not {value!r}."
+
+
 def _using_problem(using: Any, alias: str | None, mailers: bool, what: str) -> str | None:
     """Why the ``using`` option of a wrapper backend is wrong, or None.
 
@@ -198,6 +203,9 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
         using: Django 6.1's MAILERS: the alias of the AsyncSMTPBackend
             mailer the workers send with (Django's convention for a backend
             that wraps another); instead of ``smtp``.
+        smtputf8: keep an address with a non-ASCII local part for SMTPUTF8
+            (Django 6.x; see :class:`AsyncSMTPBackend`); the worker's server
+            not offering it fails that message. False: refused, as Django.
         **kwargs: ``alias`` (Django 6.1), handed to Django's base class.
 
     Raises:
@@ -215,6 +223,7 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
         task: str | None = None,
         smtp: dict[str, Any] | None = None,
         using: str | None = None,
+        smtputf8: bool = False,
         **kwargs: Any,
     ) -> None:
         # As AsyncSMTPBackend: Django 6.1's base class warns about fail_silently,
@@ -259,8 +268,10 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
             problem = f"{name('smtp')} must be a dict, not {type(self.smtp).__name__}."
         elif using is not None:
             problem = _using_problem(using, alias, mailers, "CeleryBackend")
+        problem = problem or _flag_problem(smtputf8, name("smtputf8"))
         if problem is not None:
             raise mailer_error(problem, alias) if mailers else ImproperlyConfigured(problem)
+        self.smtputf8: bool = smtputf8
 
     def celery_app(self) -> Any:
         """The Celery app (imported from its dotted path on first use)."""
@@ -283,7 +294,7 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
         Raises:
             ValueError: an invalid address.
         """
-        return django_envelope(message, self.prep_address)
+        return django_envelope(message, self.prep_address, self.smtputf8)
 
     def prep_address(self, address: Any, force_ascii: bool = True) -> str:
         """The envelope form of ``address``; as :meth:`AsyncSMTPBackend.prep_address`."""

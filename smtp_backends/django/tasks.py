@@ -45,7 +45,7 @@ from smtp_backends.outcomes import Verdict, classify, refusals
 from .backend import AsyncSMTPBackend
 from .config import HAS_MAILERS, RemovedInDjango2028Warning, mailer_error
 from .envelope import Envelope, django_envelope, prep_address
-from .queued import _is_smtp_mailer, _using_problem
+from .queued import _flag_problem, _is_smtp_mailer, _using_problem
 
 __all__ = ("PAYLOAD_VERSION", "TASKS_SETTING", "TasksBackend", "decode", "encode", "run")
 
@@ -197,6 +197,9 @@ class TasksBackend(BaseEmailBackend):  # type: ignore[misc]
         task_backend: the ``TASKS`` alias to enqueue on ("default").
         queue_name: the task queue (the task backend's default queue).
         priority: the task priority (when the task backend supports it).
+        smtputf8: keep an address with a non-ASCII local part for SMTPUTF8
+            (Django 6.x; see :class:`AsyncSMTPBackend`); the worker's server
+            not offering it fails that message. False: refused, as Django.
         **kwargs: ``alias`` (Django 6.1), handed to Django's base class
             (which rejects unknown MAILERS options).
 
@@ -217,6 +220,7 @@ class TasksBackend(BaseEmailBackend):  # type: ignore[misc]
         task_backend: str | None = None,
         queue_name: str | None = None,
         priority: int | None = None,
+        smtputf8: bool = False,
         **kwargs: Any,
     ) -> None:
         # fail_silently is handled here and never handed to Django's base class
@@ -258,8 +262,10 @@ class TasksBackend(BaseEmailBackend):  # type: ignore[misc]
             )
         elif using is not None:
             problem = _using_problem(using, alias, mailers, "TasksBackend")
+        problem = problem or _flag_problem(smtputf8, name("smtputf8"))
         if problem is not None:
             raise mailer_error(problem, alias) if mailers else ImproperlyConfigured(problem)
+        self.smtputf8: bool = smtputf8
         #: The task result of the last ``send_messages()`` (a ``django.tasks.TaskResult``).
         self.last_result: Any = None
 
@@ -293,7 +299,9 @@ class TasksBackend(BaseEmailBackend):  # type: ignore[misc]
             return 0
         envelopes = [
             envelope
-            for envelope in (django_envelope(m, self.prep_address) for m in email_messages)
+            for envelope in (
+                django_envelope(m, self.prep_address, self.smtputf8) for m in email_messages
+            )
             if envelope is not None
         ]
         if not envelopes:
