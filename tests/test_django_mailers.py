@@ -191,7 +191,7 @@ def test_celery_backend_wraps_the_mailer_using_names(settings: Any, smtpd: SMTPS
             "OPTIONS": {"app": "x", "using": "smtp", "batch_size": "10"},
         },
         "flag": {
-            "BACKEND": CELERY_BACKEND,
+            "BACKEND": "smtp_backends.django.CeleryBackend",
             "OPTIONS": {"app": "x", "using": "smtp", "smtputf8": "yes"},
         },
     }
