@@ -414,3 +414,36 @@ def test_an_address_that_is_not_one_mailbox_is_refused(smtpd: SMTPServer) -> Non
         with pytest.raises(ValueError):
             make_backend(smtpd).send_messages([message(address)])
     assert smtpd.messages == []
+
+
+# --------------------------------------------------------------------------- one set of rules
+
+from hypothesis import given  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from smtp_backends.addresses import addr_spec  # noqa: E402
+
+
+@pytest.mark.skipif(not DJANGO_6, reason="Django 6's prep_address(): Django 6.0+")
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet=st.sampled_from("aZ9.-@_'\" <>()[],;:\\ø"), max_size=30),
+        st.from_regex(r"\A[a-zø.]{1,8}@[a-zü.-]{1,12}\Z"),
+    )
+)
+def test_the_shared_parser_has_django_6s_rules(address: str) -> None:
+    """smtp_backends.addresses (Flask, Django 5.2) accepts what Django 6 accepts, the same way."""
+    options = {"alias": "stock"} if HAS_MAILERS else {}
+    from django.core.mail.backends.smtp import EmailBackend as StockEmailBackend
+
+    stock = StockEmailBackend(host="h", **options)
+    try:
+        expected = stock.prep_address(address, force_ascii=False)
+    except ValueError:
+        if address.strip() != "<>":  # the null reverse-path, which only a sender may be
+            with pytest.raises(ValueError):
+                addr_spec(address)
+        return
+    assert addr_spec(address) == expected
