@@ -41,9 +41,9 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from email.utils import getaddresses
 from typing import Any, Union
 
+from . import addresses
 from .bridge import get_bridge, run_async, run_sync, shared_pool
 from .client import SMTP, BatchItem
 from .delivery import ResultCallback
@@ -65,17 +65,16 @@ _inherited: list[object] = []
 
 
 def addr_spec(address: str) -> str:
-    """The bare address (addr-spec) of one header address, for the envelope.
+    """The bare address of one header address, or ``address`` stripped if it is not one.
 
-    ``"Ann <ann@example.com>"`` gives ``ann@example.com``. Anything that is
-    not exactly one address goes on as it is (stripped), for the protocol
-    core's stricter check to refuse (the stdlib parser truncates some
-    malformed addresses instead of rejecting them).
+    Lenient, for callers that leave the refusal to the protocol core (which
+    refuses what is not one address). Adapters use the strict form,
+    :func:`smtp_backends.addresses.addr_spec`, the one parser of them all.
     """
-    found = [pair for pair in getaddresses([address]) if pair != ("", "")]
-    if len(found) == 1 and found[0][1]:
-        return found[0][1]
-    return address.strip()
+    try:
+        return addresses.addr_spec(address)
+    except (ValueError, TypeError):
+        return address.strip()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .addresses import ascii_fallback
 from .errors import SMTPNotSupported
 from .protocol.commands import envelope_address
 from .protocol.data import declared_size, encode_content
@@ -29,6 +30,7 @@ from .protocol.transaction import Envelope
 
 __all__ = (
     "AnyMessage",
+    "ascii_envelope",
     "envelope_for_data",
     "envelope_for_message",
     "extract_recipients",
@@ -114,6 +116,31 @@ _NO_SMTPUTF8 = "An address needs SMTPUTF8, and SMTPUTF8 is not supported by the 
 def needs_smtputf8(addresses: Iterable[str]) -> bool:
     """Whether any envelope address is non-ASCII (RFC 6531)."""
     return not all(address.isascii() for address in addresses)
+
+
+def ascii_envelope(
+    sender: str, recipients: list[str], extensions: Extensions
+) -> tuple[str, list[str]]:
+    """The envelope addresses for a server without SMTPUTF8 (unchanged when it has it).
+
+    A non-ASCII domain goes as IDNA A-labels, which every server accepts.
+
+    Raises:
+        SMTPNotSupported: a non-ASCII local part (only SMTPUTF8 can carry it),
+            naming the address.
+    """
+    if extensions.supports("smtputf8") or not needs_smtputf8([sender, *recipients]):
+        return sender, recipients
+    converted: list[str] = []
+    for address in [sender, *recipients]:
+        ascii = ascii_fallback(address)
+        if ascii is None:
+            raise SMTPNotSupported(
+                f"{address!r} has a non-ASCII local part, which needs SMTPUTF8 "
+                "(RFC 6531), and SMTPUTF8 is not supported by the server"
+            )
+        converted.append(ascii)
+    return converted[0], converted[1:]
 
 
 def flatten(message: AnyMessage, *, utf8: bool = False, eight_bit: bool = True) -> bytes:
@@ -394,6 +421,8 @@ def envelope_for_data(
         raw = sign(raw)
     content = encode_content(raw)
     keywords = {option.split("=", 1)[0].upper() for option in mail if isinstance(option, str)}
+    if "SMTPUTF8" not in keywords:
+        sender, recipients = ascii_envelope(sender, recipients, extensions)
     offered = extensions.keywords
     utf8 = "SMTPUTF8" in keywords
     if not utf8 and needs_smtputf8([sender, *recipients]):
@@ -442,6 +471,7 @@ def envelope_for_message(
         recipients = extract_recipients(message)
     if not recipients:
         raise ValueError("No recipient headers provided in message")
+    sender, recipients = ascii_envelope(sender, list(recipients), extensions)
     utf8 = needs_smtputf8([sender, *recipients])
     if utf8 and not extensions.supports("smtputf8"):
         raise SMTPNotSupported(

@@ -421,6 +421,7 @@ def test_adapter_uses_only_the_public_core_api() -> None:
     # The public API, the sending layer, and (for queued sending) the Celery adapter.
     assert core == {
         "smtp_backends",
+        "smtp_backends.addresses",
         "smtp_backends.mailer",
         "smtp_backends.settings",
         "smtp_backends.celery",

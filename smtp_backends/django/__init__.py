@@ -42,7 +42,9 @@ Errors are smtp_backends' exceptions, which also derive from
 The package: :mod:`.config` (Django settings -> the sending layer's
 settings), :mod:`.envelope` (messages -> bytes and envelopes),
 :mod:`.backend` (the backend), :mod:`.functions` (the async module
-functions) and :mod:`.queued` (Celery). The sending itself is the
+functions), :mod:`.queued` (Celery) and :mod:`.tasks` (Django 6's
+``django.tasks``: ``smtp_backends.django.tasks.TasksBackend``, its task in
+:mod:`.mail_task`). The sending itself is the
 :class:`smtp_backends.mailer.Mailer`'s.
 """
 

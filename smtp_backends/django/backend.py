@@ -10,6 +10,7 @@ the sending itself are the :class:`~smtp_backends.mailer.Mailer`'s.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import ssl
 import threading
@@ -18,12 +19,12 @@ from typing import Any
 
 from django.core.mail.backends.base import BaseEmailBackend
 
-from smtp_backends import SMTP, ConnectionConfig, SMTPPool
+from smtp_backends import SMTP, ConnectionConfig, SMTPNotSupported, SMTPPool
 from smtp_backends.mailer import Mailer, get_mailer
-from smtp_backends.settings import MailerSettings, SettingsMemo
+from smtp_backends.settings import OPTIONS, MailerSettings, SettingsMemo, check_option
 
 from . import config
-from .envelope import Envelope, LazyBatch, django_envelope, prep_address
+from .envelope import Envelope, LazyBatch, django_envelope, prep_address, smtputf8_refusal
 from .functions import deferred_sends
 
 __all__ = ("AsyncSMTPBackend",)
@@ -33,6 +34,12 @@ __all__ = ("AsyncSMTPBackend",)
 _borrowing: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "smtp_backends_django_borrowing", default=False
 )
+
+
+# The settings of a subclass with its own ssl_context, per class and settings:
+# a new backend is built for every mailers[alias] access, and equal settings
+# must keep sharing their pool (a context per instance would make a pool each).
+_own_contexts: dict[tuple[type, MailerSettings], MailerSettings] = {}
 
 
 class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
@@ -77,6 +84,12 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             ``pool_size`` pooled connections at once: many times faster on a
             distant server, but the messages of one list may arrive in any
             order (SMTP never promised an order across messages anyway).
+        smtputf8: send an address with a non-ASCII local part (``nø@example.dk``)
+            with SMTPUTF8 (RFC 6531) when the server offers it, its message's
+            headers in UTF-8; the server not offering it raises Django's
+            ValueError for that address (Django 6.x). False (the default):
+            such an address raises that ValueError before anything is sent,
+            as Django's stock backend does.
         **kwargs: ``alias`` (Django 6.1) and anything else, handed to
             Django's ``BaseEmailBackend`` (which rejects unknown MAILERS
             options).
@@ -113,6 +126,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         pipelining: bool | None = None,
         local_hostname: str | None = None,
         keep_order: bool | None = None,
+        smtputf8: bool | None = None,
         **kwargs: Any,
     ) -> None:
         alias = kwargs.get("alias")
@@ -131,7 +145,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         # MAILERS options are an error); 5.2's ignores them, as in Django.
         super().__init__(**kwargs)
         self.alias: str | None = alias
-        self.fail_silently = fail_silently
+        self.fail_silently: bool = fail_silently
         #: The open connection: an :class:`smtp_backends.SMTP` after ``open()``,
         #: the process's :class:`smtp_backends.SMTPPool` while
         #: ``send_messages()`` borrows it, else None.
@@ -154,6 +168,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             "pipelining": pipelining,
             "local_hostname": local_hostname,
             "keep_order": keep_order,
+            "smtputf8": smtputf8,
         }
         try:
             own = config.own_options(given, legacy)
@@ -188,6 +203,14 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             self.pipelining: bool = own["pipelining"]
             self.local_hostname: str | None = own["local_hostname"]
             self.keep_order: bool = own["keep_order"]
+            self.fail_silently = check_option(
+                OPTIONS["keep_order"],
+                fail_silently,
+                config.own_option_name("fail_silently", legacy),
+            )
+            self.smtputf8: bool = check_option(
+                OPTIONS["keep_order"], own["smtputf8"], config.own_option_name("smtputf8", legacy)
+            )
             self.mailer_settings()  # validate everything now, not at the first send
         except (ValueError, TypeError) as exc:
             if legacy or isinstance(exc, config.InvalidMailer):
@@ -199,11 +222,64 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
     def mailer_settings(self) -> MailerSettings:
         """The sending layer's settings for the current attributes (made once per change).
 
+        A subclass that overrides :attr:`ssl_context` has its context used
+        for both implicit TLS and STARTTLS; it is asked for once per class
+        and settings, as connections are pooled by settings (not per instance).
+
         Raises:
             ValueError / TypeError: invalid settings.
         """
         source = tuple(self.__dict__.get(name) for name in config.ATTRIBUTES.values())
-        return self._settings.get(source, lambda: config.mailer_settings(self, self._legacy))
+        settings = self._settings.get(source, lambda: config.mailer_settings(self, self._legacy))
+        if settings.ssl_context is None and type(self).ssl_context is not _SSL_CONTEXT:
+            key = (type(self), settings)
+            own = _own_contexts.get(key)
+            if own is None:
+                context = self.ssl_context
+                if not isinstance(context, ssl.SSLContext):
+                    raise TypeError(
+                        f"{type(self).__qualname__}.ssl_context must be an ssl.SSLContext, "
+                        f"not {type(context).__name__}."
+                    )
+                own = _own_contexts.setdefault(key, settings.replace(ssl_context=context))
+            settings = own
+        return settings
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client TLS context, for implicit TLS and STARTTLS alike (as Django's).
+
+        Built from the settings: ``tls_context`` when given; else one that
+        verifies the server's certificate and host name (unless
+        ``validate_certs`` is False) against the system's CAs or
+        ``cert_bundle``, TLS 1.2 or later, with the client certificate of
+        ``ssl_certfile``/``ssl_keyfile``. The connections built without an
+        override use the very same rules.
+
+        Override it in a subclass to use a context of your own, as with
+        Django's stock backend::
+
+            class EmailBackend(AsyncSMTPBackend):
+                @cached_property
+                def ssl_context(self):
+                    context = super().ssl_context
+                    context.load_verify_locations("/etc/ssl/internal-ca.pem")
+                    return context
+        """
+        if self.tls_context is not None:
+            return self.tls_context
+        context = ssl.SSLContext(protocol=ssl.PROTOCOL_TLS_CLIENT)  # verifies by default
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_bundle:
+            context.load_verify_locations(cafile=self.cert_bundle)
+        else:
+            context.load_default_certs()
+        if not self.validate_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
 
     def connection_config(self) -> ConnectionConfig:
         """The :class:`smtp_backends.ConnectionConfig` for the current attributes.
@@ -255,9 +331,9 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
 
         None for a message without recipients (not sent, not counted).
         """
-        return django_envelope(message, self.prep_address)
+        return django_envelope(message, self.prep_address, self.smtputf8)
 
-    def _items(self, messages: Iterable[Any]) -> tuple[list[Any], Exception | None]:
+    def _items(self, messages: list[Any]) -> tuple[list[Any], Exception | None]:
         """What to send for ``messages``, and the error that stopped preparing them.
 
         One message is rendered here, at once. A list becomes lazy items
@@ -267,7 +343,6 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         messages before one that cannot be prepared are sent, it raises, and
         the ones after it are not sent.
         """
-        messages = [message for message in messages if message.recipients()]
         if len(messages) > 1:
             batch = LazyBatch(self._envelope)
             return [batch.item(message) for message in messages], None
@@ -276,11 +351,22 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         except Exception as exc:
             return [], exc
 
-    def _count(self, outcomes: Sequence[Any], error: Exception | None) -> int:
-        """The number sent; raises the first failure unless fail_silently covers it."""
+    def _count(
+        self, outcomes: Sequence[Any], error: Exception | None, messages: Sequence[Any] = ()
+    ) -> int:
+        """The number sent; raises the first failure unless fail_silently covers it.
+
+        A message refused because an address needed SMTPUTF8 and the server
+        lacks it raises Django's ValueError for that address (as the stock
+        backend does for any non-ASCII local part), whatever fail_silently.
+        """
         sent = 0
         first: BaseException | None = None
-        for outcome in outcomes:
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, SMTPNotSupported) and index < len(messages):
+                refusal = smtputf8_refusal(messages[index], self.prep_address)
+                if refusal is not None:
+                    raise refusal from outcome
             if not isinstance(outcome, BaseException):
                 sent += 1  # (refused recipients, final reply), as sendmail() returns it
             elif self.fail_silently and isinstance(outcome, OSError):
@@ -413,11 +499,12 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             if not self.connection or new_conn_created is None:
                 return 0  # open() failed silently
             try:
-                items, error = self._items(email_messages)
+                messages = [message for message in email_messages if message.recipients()]
+                items, error = self._items(messages)
                 outcomes: list[Any] = []
                 if items:
                     outcomes = self.mailer.send(items, via=self._via())
-                return self._count(outcomes, error)
+                return self._count(outcomes, error, messages)
             finally:
                 if new_conn_created:
                     self.close()
@@ -463,11 +550,12 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         if not self.connection or new_conn_created is None:
             return 0
         try:
+            messages = [message for message in messages if message.recipients()]
             items, error = self._items(messages)  # a list renders on the bridge, lazily
             outcomes: list[Any] = []
             if items:
                 outcomes = await self.mailer.asend(items, via=self._via())
-            return self._count(outcomes, error)
+            return self._count(outcomes, error, messages)
         finally:
             if new_conn_created:
                 await self.aclose()
@@ -482,3 +570,6 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_SSL_CONTEXT = AsyncSMTPBackend.__dict__["ssl_context"]

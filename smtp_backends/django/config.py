@@ -56,6 +56,7 @@ OWN_OPTIONS: dict[str, Any] = {
     "pipelining": True,
     "local_hostname": None,
     "keep_order": True,
+    "smtputf8": False,
 }
 
 #: The backend's attribute for each MailerSettings field it sets.
@@ -200,6 +201,11 @@ def mailer_settings(backend: Any, legacy: bool) -> MailerSettings:
         options["local_hostname"] = default_local_hostname()
     options = {field: value for field, value in options.items() if value is not None}
     return MailerSettings.from_options(options, _legacy_name if legacy else _option_name)
+
+
+def own_option_name(option: str, legacy: bool) -> str:
+    """The user's name of one of our options, for an error."""
+    return option if legacy else f"OPTIONS[{option!r}]"
 
 
 def _legacy_name(field: str) -> str:

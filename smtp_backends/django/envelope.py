@@ -12,10 +12,19 @@ from django.conf import settings
 from django.core.mail.backends.smtp import EmailBackend as _StockSMTPBackend
 from django.core.mail.message import sanitize_address
 
+from smtp_backends.addresses import addr_spec as strict_addr_spec
 from smtp_backends.mailer import addr_spec
 from smtp_backends.message import serialize
 
-__all__ = ("Envelope", "LazyBatch", "django_envelope", "prep_address")
+__all__ = (
+    "Envelope",
+    "HeaderError",
+    "LazyBatch",
+    "check_header_names",
+    "django_envelope",
+    "prep_address",
+    "smtputf8_refusal",
+)
 
 # Django 6.0 moved envelope preparation to EmailBackend.prep_address() and
 # serialises with the SMTP policy; 5.2 uses sanitize_address() and CRLF.
@@ -55,28 +64,108 @@ def prep_address(backend: Any, address: Any, force_ascii: bool = True) -> str:
     return addr_spec(sanitize_address(address, settings.DEFAULT_CHARSET))
 
 
-def django_envelope(message: Any, prep: Callable[[Any], str]) -> Envelope | None:
+#: What Django raises for a line break in a header: BadHeaderError on 5.2,
+#: ValueError (the email package's) on 6.x. BadHeaderError is a ValueError too.
+HeaderError: type[ValueError] = ValueError
+if _PREP_ADDRESS is None:  # Django 5.2 (6.x deprecates BadHeaderError: not imported there)
+    from django.core.mail import BadHeaderError
+
+    HeaderError = BadHeaderError
+
+# A header name is printable ASCII without a colon (RFC 5322 section 2.2); Django
+# checks header values itself, not names, and a line break in a name would
+# start a header (or the body) of the caller's choosing.
+_BAD_HEADER_NAME = re.compile(r"[\x00-\x20\x7f:]|[^\x00-\x7f]").search
+
+
+def check_header_names(message: Any) -> None:
+    """Refuse an extra header name that holds a line break, a colon or a control.
+
+    Raises:
+        ValueError (Django 6.x) / BadHeaderError (Django 5.2): what Django
+            raises for a line break in a header value.
+    """
+    for name in getattr(message, "extra_headers", None) or {}:
+        if not isinstance(name, str) or not name or _BAD_HEADER_NAME(name):
+            raise HeaderError(
+                "Header names may not contain line breaks, colons, spaces or control "
+                f"characters (got {name!r})"
+            )
+
+
+def _prep_unicode(prep: Callable[..., str], address: Any) -> str:
+    """``prep(address)``; an address only SMTPUTF8 can carry is kept in Unicode.
+
+    Django 6's prep_address() refuses a non-ASCII local part (it cannot be
+    written in ASCII); prep_address(force_ascii=False) is its form for
+    SMTPUTF8. The client sends it with SMTPUTF8, or the backend raises
+    Django's ValueError when the server does not offer it.
+    """
+    try:
+        return prep(address)
+    except ValueError as error:
+        try:
+            unicode = prep(address, force_ascii=False)
+        except (ValueError, TypeError):
+            raise error from None
+        if unicode.isascii():
+            raise
+        return unicode
+
+
+def django_envelope(
+    message: Any, prep: Callable[..., str], smtputf8: bool = False
+) -> Envelope | None:
     """(sender, recipients, bytes) of a Django message, as Django's SMTP backend sends it.
 
     The sender and recipients go through ``prep`` on Django 6.x (the
-    backend's ``prep_address``: a subclass may override it), through
+    backend's ``prep_address``: a subclass may override it; with
+    ``smtputf8`` a non-ASCII local part is kept for SMTPUTF8, the message's
+    headers then in UTF-8, RFC 6532, where Django refuses it), through
     sanitize_address() with the message's encoding on 5.2. None for a
     message without recipients.
 
     Raises:
-        ValueError: an invalid address.
+        ValueError: an invalid address, or a header name with a line break
+            (BadHeaderError on Django 5.2).
     """
     if not message.recipients():
         return None
+    check_header_names(message)
     if _PREP_ADDRESS is not None:  # Django 6.x
-        sender = prep(message.from_email)
-        recipients = [prep(address) for address in message.recipients()]
+        if smtputf8:
+            sender = _prep_unicode(prep, message.from_email)
+            recipients = [_prep_unicode(prep, address) for address in message.recipients()]
+        else:
+            sender = prep(message.from_email)
+            recipients = [prep(address) for address in message.recipients()]
+        utf8 = not (sender.isascii() and all(address.isascii() for address in recipients))
+        policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
         # serialize() writes as_bytes()'s very bytes, without its slow header folding.
-        return sender, recipients, serialize(message.message(policy=email.policy.SMTP))
+        return sender, recipients, serialize(message.message(policy=policy))
+    # Django 5.2's sanitize_address() lets through what is not one mailbox
+    # ("not an address", "a@x.org b@x.org"); the one parser of every adapter
+    # refuses it, as Django 6 does.
+    for address in [message.from_email, *message.recipients()]:
+        strict_addr_spec(address)
     encoding = message.encoding or settings.DEFAULT_CHARSET
     sender = _sanitized_addr_spec(message.from_email, encoding)
     recipients = [_sanitized_addr_spec(address, encoding) for address in message.recipients()]
     return sender, recipients, serialize(message.message(), linesep="\r\n")
+
+
+def smtputf8_refusal(message: Any, prep: Callable[..., str]) -> ValueError | None:
+    """Django's ValueError for the address of ``message`` that needed SMTPUTF8, if any.
+
+    What Django's stock backend raises for a non-ASCII local part; raised
+    when the server did not offer SMTPUTF8.
+    """
+    for address in [message.from_email, *message.recipients()]:
+        try:
+            prep(address)
+        except ValueError as exc:
+            return exc
+    return None
 
 
 class _NotSent(ValueError):

@@ -71,15 +71,37 @@ def _worker_pool(profile: str | None) -> SMTPPool:
             # the EMAIL_BACKEND configuration, read on purpose (once per worker).
             warnings.filterwarnings("ignore", category=RemovedInDjango2028Warning)
             backend = AsyncSMTPBackend(**smtp)
+    elif _is_smtp_mailer(profile):
+        # The MAILERS alias a CeleryBackend's ``using`` names: that very mailer.
+        from django.core.mail import mailers as django_mailers
+
+        backend = django_mailers[profile]
     else:
         mailers: Any = getattr(settings, "MAILERS", None) or {}
         options = (mailers.get(profile) or {}).get("OPTIONS") or {}
         smtp = options.get("smtp")
         if not isinstance(smtp, dict):
-            raise mailer_error("OPTIONS must define 'smtp' for the Celery workers.", profile)
+            raise mailer_error(
+                "OPTIONS must define 'using' (or 'smtp') for the Celery workers.", profile
+            )
         backend = AsyncSMTPBackend(alias=profile, **smtp)
     worker = backend.mailer_settings().replace(pool_size=backend.pool_size or 1, keep_order=False)
     return Mailer(worker).make_pool()
+
+
+def _is_smtp_mailer(alias: str) -> bool:
+    """Whether MAILERS[alias] is configured with AsyncSMTPBackend (or a subclass)."""
+    from django.utils.module_loading import import_string
+
+    mailers: Any = getattr(settings, "MAILERS", None) or {}
+    path = (mailers.get(alias) or {}).get("BACKEND")
+    if not isinstance(path, str):
+        return False
+    try:
+        backend_class = import_string(path)
+    except ImportError:
+        return False
+    return isinstance(backend_class, type) and issubclass(backend_class, AsyncSMTPBackend)
 
 
 def register_celery(app: Any, **options: Any) -> Any:
@@ -128,6 +150,34 @@ def register_celery(app: Any, **options: Any) -> Any:
         return found
 
 
+def _flag_problem(value: object, name: str) -> str | None:
+    """Why ``value`` is not a flag (a str such as "False" is none), or None."""
+    return None if isinstance(value, bool) else f"{name} must be True or False, not {value!r}."
+
+
+def _using_problem(using: Any, alias: str | None, mailers: bool, what: str) -> str | None:
+    """Why the ``using`` option of a wrapper backend is wrong, or None.
+
+    Django 6.1's convention for a backend that wraps another: ``using``
+    names the MAILERS alias of the mailer it sends with; here that mailer
+    must be an AsyncSMTPBackend (pooled sending when the work runs).
+    """
+    if not mailers:
+        return f"{what}'s 'using' option names a MAILERS alias: it needs Django 6.1's MAILERS."
+    if not isinstance(using, str):
+        return f"OPTIONS['using'] must be a str (a MAILERS alias), not {using!r}."
+    if using == alias:
+        return f"OPTIONS['using'] must name another mailer, not {what}'s own alias {alias!r}."
+    if using not in (getattr(settings, "MAILERS", None) or {}):
+        return f"OPTIONS['using'] names {using!r}, which is not in MAILERS."
+    if not _is_smtp_mailer(using):
+        return (
+            f"OPTIONS['using'] names {using!r}, whose BACKEND is not "
+            "smtp_backends.django.AsyncSMTPBackend (or a subclass)."
+        )
+    return None
+
+
 class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
     """Django email backend that queues messages for Celery workers.
 
@@ -150,6 +200,12 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
         task: the task name (``smtp_backends.celery.DEFAULT_TASK_NAME``).
         smtp: what the workers send with (keywords of
             :class:`AsyncSMTPBackend`); read by the workers, not here.
+        using: Django 6.1's MAILERS: the alias of the AsyncSMTPBackend
+            mailer the workers send with (Django's convention for a backend
+            that wraps another); instead of ``smtp``.
+        smtputf8: keep an address with a non-ASCII local part for SMTPUTF8
+            (Django 6.x; see :class:`AsyncSMTPBackend`); the worker's server
+            not offering it fails that message. False: refused, as Django.
         **kwargs: ``alias`` (Django 6.1), handed to Django's base class.
 
     Raises:
@@ -166,24 +222,35 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
         batch_size: int | None = None,
         task: str | None = None,
         smtp: dict[str, Any] | None = None,
+        using: str | None = None,
+        smtputf8: bool = False,
         **kwargs: Any,
     ) -> None:
-        # As AsyncSMTPBackend: Django 6.1's base class warns about fail_silently.
+        # As AsyncSMTPBackend: Django 6.1's base class warns about fail_silently,
+        # so it is handled here and never handed to it.
         super().__init__(**kwargs)
         alias = kwargs.get("alias")
         self.alias: str | None = alias
         self.fail_silently = fail_silently
-        # Under MAILERS the workers find the SMTP settings through the alias.
+        # Under MAILERS the workers find the SMTP settings through the alias
+        # (or the mailer ``using`` names); no SMTP_BACKENDS_CELERY is read.
         mailers = alias is not None and HAS_MAILERS and hasattr(settings, "MAILERS")
         conf = {} if mailers else _celery_settings()
         given = {"app": app, "queue": queue, "batch_size": batch_size, "task": task}
         options = {**conf, **{key: value for key, value in given.items() if value is not None}}
-        self.profile: str | None = alias if mailers else None
+        self.using: str | None = using
+        self.profile: str | None = (using or alias) if mailers else None
         self.app: Any = options.get("app")
         self.queue: str | None = options.get("queue")
         self.batch_size: int = options.get("batch_size", 100)
         self.task: str | None = options.get("task")
         self.smtp = smtp if smtp is not None else options.get("smtp")
+
+        def name(option: str) -> str:
+            if mailers:
+                return f"OPTIONS[{option!r}]"
+            return f"{CELERY_SETTING}[{option!r}]" if option in conf else option
+
         problem = None
         if self.app is None:
             problem = f"CeleryBackend needs a Celery app: set 'app' in {CELERY_SETTING} or OPTIONS."
@@ -192,11 +259,19 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
             or not isinstance(self.batch_size, int)
             or self.batch_size < 1
         ):
-            problem = f"batch_size must be an int >= 1, not {self.batch_size!r}."
+            problem = f"{name('batch_size')} must be an int >= 1, not {self.batch_size!r}."
         elif self.queue is not None and not isinstance(self.queue, str):
-            problem = f"queue must be a str, not {self.queue!r}."
+            problem = f"{name('queue')} must be a str, not {self.queue!r}."
+        elif self.task is not None and not isinstance(self.task, str):
+            problem = f"{name('task')} must be a str, not {self.task!r}."
+        elif self.smtp is not None and not isinstance(self.smtp, dict):
+            problem = f"{name('smtp')} must be a dict, not {type(self.smtp).__name__}."
+        elif using is not None:
+            problem = _using_problem(using, alias, mailers, "CeleryBackend")
+        problem = problem or _flag_problem(smtputf8, name("smtputf8"))
         if problem is not None:
             raise mailer_error(problem, alias) if mailers else ImproperlyConfigured(problem)
+        self.smtputf8: bool = smtputf8
 
     def celery_app(self) -> Any:
         """The Celery app (imported from its dotted path on first use)."""
@@ -219,7 +294,7 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
         Raises:
             ValueError: an invalid address.
         """
-        return django_envelope(message, self.prep_address)
+        return django_envelope(message, self.prep_address, self.smtputf8)
 
     def prep_address(self, address: Any, force_ascii: bool = True) -> str:
         """The envelope form of ``address``; as :meth:`AsyncSMTPBackend.prep_address`."""

@@ -13,7 +13,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from smtp_backends import SMTPPool, SMTPResponse
-from smtp_backends.mailer import Mailer, Outgoing, Result, addr_spec
+from smtp_backends.addresses import addr_spec
+from smtp_backends.mailer import Mailer, Outgoing, Result
 
 from .dispatch import email_dispatched
 from .headers import (
@@ -26,8 +27,6 @@ from .headers import (
     _dedupe,
     _header_problems,
     _single_address,
-    sanitize_address,
-    sanitize_addresses,
 )
 from .message import Message
 
@@ -133,18 +132,22 @@ class _Prepared:
             problem = _address_problem("envelope_from", envelope_from)
         if problem is not None:
             raise BadHeaderError(problem)
+        # The envelope comes from the addresses as given, by the one parser
+        # of every adapter (Unicode kept: the core uses SMTPUTF8 or IDNA).
         for what, value in (("sender", message.sender), ("reply_to", message.reply_to)):
             if value:
                 _single_address(what, value)
-        for value in [*message.recipients, *message.cc, *message.bcc]:
+        recipients = [
             _single_address("recipient", value)
+            for value in [*message.recipients, *message.cc, *message.bcc]
+        ]
+        sender = _single_address("sender", message.sender)
         if envelope_from is not None:
-            _single_address("envelope_from", envelope_from)
+            sender = _single_address("envelope_from", envelope_from)
         if message.date is None:
             message.date = time.time()
-        recipients = [*message.recipients, *message.cc, *message.bcc]
-        self.sender = sanitize_address(envelope_from or message.sender)
-        self.recipients = _dedupe(sanitize_addresses(recipients))
+        self.sender = sender
+        self.recipients = _dedupe(recipients)
         self.data = message.as_bytes()
         self.mail_options = message.mail_options
         self.rcpt_options = message.rcpt_options

@@ -15,7 +15,8 @@ import blinker
 from flask import Flask, current_app, has_app_context
 
 from smtp_backends import ConnectionConfig, SMTPPool
-from smtp_backends.mailer import Mailer, MailerSlot, addr_spec
+from smtp_backends.addresses import addr_spec
+from smtp_backends.mailer import Mailer, MailerSlot
 from smtp_backends.settings import MailerSettings, SettingsMemo
 
 from .cli import mail_cli

@@ -12,8 +12,10 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from email.charset import SHORTEST, Charset
 from email.header import Header
-from email.utils import formataddr, getaddresses, parseaddr
+from email.utils import formataddr, parseaddr
 from typing import TYPE_CHECKING, Any, Union
+
+from smtp_backends.addresses import addr_spec
 
 if TYPE_CHECKING:
     from .message import Attachment, Message
@@ -142,6 +144,24 @@ def sanitize_address(addr: Address, encoding: str = "utf-8") -> str:
         else:
             address = Header(address, encoding).encode()
     return formataddr((name, address))
+
+
+def header_address(addr: Address, encoding: str = "utf-8") -> str:
+    """:func:`sanitize_address`, except for a non-ASCII local part, kept as UTF-8.
+
+    Flask-Mail could not put such an address in a header at all; it is sent
+    with SMTPUTF8 (RFC 6531), whose headers carry UTF-8 (RFC 6532).
+    """
+    text = addr[1] if isinstance(addr, tuple) else parseaddr(force_text(addr))[1]
+    local, at, _ = text.rpartition("@")
+    if not at or local.isascii():
+        return sanitize_address(addr, encoding)
+    name = addr[0] if isinstance(addr, tuple) else parseaddr(force_text(addr))[0]
+    if not name:
+        return text
+    # The display name as sanitize_address() writes it; then the UTF-8 address.
+    shown = sanitize_address((name, "x@example.invalid"), encoding)
+    return shown[: shown.rindex("<")] + f"<{text}>"
 
 
 def sanitize_addresses(addresses: Iterable[Address], encoding: str = "utf-8") -> list[str]:
@@ -315,22 +335,24 @@ def _attachment_problems(attachment: Attachment) -> Iterator[str]:
             yield f"Attachment header {name} contains a line break or control: {value!r}"
 
 
-def _single_address(what: str, value: Address) -> None:
-    """Refuse a str that holds several addresses or none.
+def _single_address(what: str, value: Address) -> str:
+    """The envelope form of ``value``, which must be exactly one address.
 
-    Flask-Mail's parser kept the first address of ``"a@x, b@y"`` and dropped
-    the rest without a word; here that is an error.
+    Flask-Mail's parser kept the first address of ``"a@x, b@y"`` (and the
+    word ``not`` of ``"not an address"``) without a word; here that is an
+    error, by the one parser every adapter uses
+    (:func:`smtp_backends.addresses.addr_spec`).
+
+    The form is Flask-Mail's (:func:`sanitize_address`: an IDN domain in
+    A-labels, which every server accepts), except for a non-ASCII local
+    part, which no ASCII form can carry: that one stays as it is, for the
+    client to send with SMTPUTF8 (or refuse when the server lacks it).
 
     Raises:
-        ValueError: not exactly one address.
+        ValueError: not exactly one address (the message names the problem).
     """
-    if not isinstance(value, str):
-        if len(value) != 2 or not value[1]:
-            raise ValueError(f"{what}: an address tuple must be (name, address), not {value!r}")
-        return
-    found = [pair for pair in getaddresses([force_text(value)]) if pair != ("", "")]
-    if len(found) != 1 or not found[0][1]:
-        raise ValueError(
-            f"{what}: {value!r} is not one address ({len(found)} found); "
-            "give each address as its own list item"
-        )
+    if not isinstance(value, str) and (len(value) != 2 or not value[1]):
+        raise ValueError(f"{what}: an address tuple must be (name, address), not {value!r}")
+    spec = addr_spec(force_text(value if isinstance(value, str) else value[1]), what)
+    local = spec.rpartition("@")[0] if "@" in spec else spec
+    return sanitize_address(value) if local.isascii() else spec

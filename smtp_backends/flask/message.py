@@ -28,8 +28,7 @@ from .headers import (
     _header_problems,
     _msgid_domain,
     force_text,
-    sanitize_address,
-    sanitize_addresses,
+    header_address,
     sanitize_subject,
 )
 
@@ -37,6 +36,10 @@ if TYPE_CHECKING:
     from .connection import Connection, Refused
 
 __all__ = ("Attachment", "Message")
+
+
+def _header_addresses(addresses: list[Address], encoding: str) -> list[str]:
+    return [header_address(address, encoding) for address in addresses]
 
 
 class Attachment:
@@ -327,14 +330,14 @@ class Message:
             msg.attach(body)
         if self.subject:
             msg["Subject"] = sanitize_subject(force_text(self.subject), encoding)
-        msg["From"] = _address_header("From", [sanitize_address(self.sender or "", encoding)])
-        msg["To"] = _address_header("To", _dedupe(sanitize_addresses(self.recipients, encoding)))
+        msg["From"] = _address_header("From", [header_address(self.sender or "", encoding)])
+        msg["To"] = _address_header("To", _dedupe(_header_addresses(self.recipients, encoding)))
         msg["Date"] = formatdate(self.date, localtime=True)
         msg["Message-ID"] = self.msgId  # RFC 5322 3.6.4
         if self.cc:
-            msg["Cc"] = _address_header("Cc", _dedupe(sanitize_addresses(self.cc, encoding)))
+            msg["Cc"] = _address_header("Cc", _dedupe(_header_addresses(self.cc, encoding)))
         if self.reply_to:
-            reply_to = sanitize_address(self.reply_to, encoding)
+            reply_to = header_address(self.reply_to, encoding)
             msg["Reply-To"] = _address_header("Reply-To", [reply_to])
         for name, value in (self.extra_headers or {}).items():
             # Replace a header the message already has instead of repeating it.
@@ -342,7 +345,9 @@ class Message:
             msg[name] = force_text(value)
         for attachment in attached:
             msg.attach(self._attachment_part(attachment, ascii_filenames))
-        msg.policy = email_policy.SMTP
+        # Raw UTF-8 headers only for a non-ASCII address (sent with SMTPUTF8).
+        utf8 = any(not str(msg.get(name, "")).isascii() for name in ("From", "To", "Cc"))
+        msg.policy = email_policy.SMTPUTF8 if utf8 else email_policy.SMTP
         return msg
 
     _message = to_mime  # Flask-Mail's (private) name

@@ -5,9 +5,10 @@ its ``SMTPBackendTests`` and ``SMTPBackendStoppedServerTests`` run here with
 ``smtp.EmailBackend`` (and ``EMAIL_BACKEND`` / ``backend_class``) pointing at
 :class:`smtp_backends.django.AsyncSMTPBackend`. Every test runs, except:
 
-* ``NOT_APPLICABLE``: tests that inspect the stock backend's implementation (smtplib or
-  ssl objects patched with mocks) or assert a design we deliberately differ from; each
-  reason names our own test of the same behaviour.
+* ``NOT_APPLICABLE``: tests that patch or read smtplib's internals (smtplib.SMTP and its
+  methods replaced by mocks, its ``sock`` attribute); each reason names our own test of
+  the same behaviour on the wire. ``test_ssl_context_uses_ssl_certfile_and_keyfile``
+  runs: the backend's ``ssl_context`` is built as Django's.
 """
 
 from __future__ import annotations
@@ -59,19 +60,15 @@ NOT_APPLICABLE = {
         f"smtplib. CRLF-only content is checked in {_OURS}::test_wire_format_matches_django"
     ),
     "test_reopen_replaces_partial_connection": (
-        "expects a failed open() to keep its half-open connection (socket still open) in "
-        "_partial_connection until the next open(); AsyncSMTPBackend closes it at once, a "
+        "reads smtplib.SMTP's socket attribute (.sock) on the private _partial_connection and "
+        "expects a failed open() to keep that half-open socket until the next open(); "
+        "AsyncSMTPBackend does not use smtplib and closes a failed connection at once, a "
         "stricter form of the same fix (a connection is used only after TLS and AUTH "
         f"succeeded): {_OURS}::test_failed_starttls_leaves_no_connection"
     ),
     "test_smtp_connection_uses_host_and_port": (
         "patches smtplib.SMTP to see how the stock backend constructs it; host and port are "
         f"checked on the wire in {_OURS}::test_mailers_options"
-    ),
-    "test_ssl_context_uses_ssl_certfile_and_keyfile": (
-        "patches ssl.SSLContext to see how the stock backend builds its ssl_context "
-        "attribute; ours builds contexts with smtp_backends.ConnectionConfig."
-        f"build_tls_context(): {_OURS}::test_client_certificate_from_ssl_certfile"
     ),
 }
 _AUTH_MOCKED = (
