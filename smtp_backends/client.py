@@ -14,10 +14,13 @@ import enum
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
+from . import event_hooks
+from . import events as _events
 from .config import ConnectionConfig, OAuthTokenGenerator, SocketPath
 from .delivery import ResultCallback, deliver
 from .errors import (
@@ -378,6 +381,7 @@ class SMTP:
         self.close()
         config = self._config
         self._lock = None  # a new connection may live on another event loop
+        started = time.perf_counter()
         async with self._get_lock():
             self._transport = await open_transport(config, config.timeout)
             try:
@@ -385,6 +389,9 @@ class SMTP:
             except BaseException:
                 self.close()
                 raise
+        self._opened_at = time.perf_counter()
+        if _events.bus.active:
+            event_hooks.connection_opened(config, started, self._transport.encrypted)
         return greeting
 
     async def _connect_steps(self, config: ConnectionConfig) -> SMTPResponse:
@@ -440,10 +447,15 @@ class SMTP:
         """Close the connection at once, without QUIT. Safe to call at any time."""
         transport, self._transport = self._transport, None
         if transport is not None:
-            if transport.connection.phase is Phase.CLOSED:
+            clean = transport.connection.phase is Phase.CLOSED
+            if clean:
                 transport.close()
             else:
                 transport.abort()
+            if _events.bus.active:
+                event_hooks.connection_closed(
+                    self._config, clean, getattr(self, "_opened_at", None)
+                )
         self._forget_server()
 
     # Commands ----------------------------------------------------------------
@@ -869,6 +881,21 @@ class SMTP:
                 was sent and before the reply; the message may have been
                 accepted: do not resend blindly.
         """
+        if _events.bus.active and not event_hooks.in_scope():
+            item = (sender, recipients, message)
+            return await event_hooks.scoped(
+                self._config,
+                [item],
+                lambda: self.sendmail(
+                    sender,
+                    recipients,
+                    message,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                    timeout=timeout,
+                ),
+                batch=False,
+            )
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
@@ -902,6 +929,20 @@ class SMTP:
         message has no sender or no recipients, and SMTPNotSupported when it
         needs SMTPUTF8 and the server lacks it.
         """
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self._config,
+                [message],
+                lambda: self.send_message(
+                    message,
+                    sender=sender,
+                    recipients=recipients,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                    timeout=timeout,
+                ),
+                batch=False,
+            )
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
@@ -970,6 +1011,13 @@ class SMTP:
             SMTPServerDisconnected: not connected.
         """
         items = list(messages)
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self._config,
+                items,
+                lambda: self.send_messages(items, timeout=timeout, on_result=on_result),
+                batch=True,
+            )
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
@@ -983,6 +1031,8 @@ class SMTP:
         timeout: float | None,
         on_result: ResultCallback | None = None,
     ) -> list[Outcome | Exception]:
+        if _events.bus.active:  # report each message's outcome (nobody listening: no cost)
+            preparers, on_result = event_hooks.watch(self._config, preparers, on_result)
         return await deliver(self._require_transport(), preparers, timeout, self.close, on_result)
 
     def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:

@@ -44,6 +44,8 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from email.utils import getaddresses
 from typing import Any, Union
 
+from . import event_hooks
+from . import events as _events
 from .bridge import get_bridge, run_async, run_sync, shared_pool
 from .client import SMTP, BatchItem
 from .delivery import ResultCallback
@@ -282,6 +284,13 @@ class Mailer:
         """
         if not items:
             return []
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.settings.connection,
+                items,
+                lambda: self.deliver(items, ordered=ordered, on_result=on_result, via=via),
+                batch=True,
+            )
         try:
             if via is not None:
                 return await self._over(via, items, on_result)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from . import event_hooks
+from . import events as _events
 from .client import SMTP, BatchItem
 from .config import ConnectionConfig
 from .delivery import ResultCallback
@@ -167,6 +170,8 @@ class SMTPPool:
             else:
                 token.future.set_result(entry)
         for entry in plan.close:
+            if _events.bus.active:
+                event_hooks.recycled(self.config, "idle", entry.messages_sent)
             self._close_entry(entry)
         self._schedule_expiry()
 
@@ -212,6 +217,7 @@ class SMTPPool:
         if self._closed:
             raise SMTPPoolClosedError("The pool is closed")
         loop = self._bound_loop()
+        asked = time.perf_counter() if _events.bus.active else 0.0
         waiter = _Waiter(loop.create_future())
         self._planner.request(waiter)
         self._step()
@@ -243,6 +249,8 @@ class SMTPPool:
                 entry.client.close()
             self._step()
             raise
+        if asked:
+            event_hooks.acquired(self.config, entry, asked, self._planner.active_count)
         return entry
 
     def _give_up(self, waiter: _Waiter) -> None:
@@ -267,6 +275,8 @@ class SMTPPool:
             except (SMTPException, OSError):
                 logger.debug("pool: connection #%d failed its check; replacing it", entry.number)
                 client.close()
+                if _events.bus.active:
+                    event_hooks.recycled(self.config, "check-failed", entry.messages_sent)
         client = SMTP.from_config(self.config)
         entry.client = client
         await client.connect()
@@ -276,7 +286,11 @@ class SMTPPool:
         client = entry.client
         healthy = reusable and isinstance(client, SMTP) and client.is_connected and not self._closed
         self._planner.release(entry, self._now(), reusable=healthy, sent=sent)
+        if event_hooks.lent:
+            event_hooks.released(self.config, entry, self._planner.active_count)
         if entry.state is EntryState.CLOSING:
+            if healthy and _events.bus.active:
+                event_hooks.recycled(self.config, "max-messages", entry.messages_sent)
             self._close_entry(entry)
         self._released.set()
         self._step()
@@ -293,18 +307,24 @@ class SMTPPool:
             client = entry.client
             assert isinstance(client, SMTP)
             sent = 0
+            ledger = event_hooks.open_ledger(self.config) if _events.bus.active else None
             try:
                 result = await operation(client)
                 sent = 1
                 return result
             except SMTPException as exc:
-                if attempt == 1 and reused and _retryable(exc):
+                retry = attempt == 1 and reused and _retryable(exc)
+                if ledger is not None:
+                    ledger[0].judged(0, exc, retry)
+                if retry:
                     logger.debug(
                         "pool: connection #%d lost before the message; retrying", entry.number
                     )
                     continue
                 raise
             finally:
+                if ledger is not None:
+                    event_hooks.close_ledger(ledger[1])
                 self._release(entry, reusable=True, sent=sent)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -315,6 +335,10 @@ class SMTPPool:
 
         Takes and returns what :meth:`SMTP.send_message` does.
         """
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.config, [message], lambda: self.send_message(message, **kwargs), batch=False
+            )
         return await self._with_client(lambda client: client.send_message(message, **kwargs))
 
     async def sendmail(
@@ -326,6 +350,13 @@ class SMTPPool:
         **kwargs: Any,
     ) -> Outcome:
         """Send raw message data over a pooled connection; as :meth:`SMTP.sendmail`."""
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.config,
+                [(sender, recipients, message)],
+                lambda: self.sendmail(sender, recipients, message, **kwargs),
+                batch=False,
+            )
         return await self._with_client(
             lambda client: client.sendmail(sender, recipients, message, **kwargs)
         )
@@ -362,6 +393,13 @@ class SMTPPool:
         if self._closed:
             raise SMTPPoolClosedError("The pool is closed")
         items = list(messages)
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.config,
+                items,
+                lambda: self.send_messages(items, on_progress=on_progress, on_result=on_result),
+                batch=True,
+            )
         total = len(items)
         outcomes: list[Outcome | Exception | None] = [None] * total
         if not total:
@@ -399,17 +437,26 @@ class SMTPPool:
                     return
                 judged.add(position)
                 index = indices[position]
-                if _retryable(outcome) and index not in retried:
+                retry = _retryable(outcome) and index not in retried
+                if ledger is not None:
+                    ledger.judged(position, outcome, retry, items[index])
+                if retry:
                     retried.add(index)
                     pending.append(index)
                 else:
                     accepted += isinstance(outcome, tuple)
                     settle(index, outcome)
 
+            ledger, token = (
+                event_hooks.open_ledger(self.config) if _events.bus.active else (None, None)
+            )
             try:
                 results = await client.send_messages([items[i] for i in indices], on_result=judge)
             except SMTPException as exc:  # the connection failed before sending
                 results = [exc] * len(indices)
+            finally:
+                if token is not None:
+                    event_hooks.close_ledger(token)
             for position, outcome in enumerate(results):
                 judge(position, outcome)
             return accepted
