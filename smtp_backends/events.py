@@ -61,7 +61,9 @@ __all__ = (
     "OutcomeUnknown",
     "RecipientRefused",
     "bus",
+    "cancelled",
     "emit",
+    "resolve_pre_send",
     "subscribe",
     "subscribed",
     "unsubscribe",
@@ -464,3 +466,52 @@ _batch_numbers = itertools.count(1)
 def next_batch_number() -> int:
     """A new batch number (unique in the process)."""
     return next(_batch_numbers)
+
+
+def resolve_pre_send(
+    message: Any, responses: Any, kind: type | tuple[type, ...]
+) -> tuple[Any, str]:
+    """What ``pre_send`` receivers decided for ``message`` (for the adapters' signals).
+
+    Args:
+        message: the message the receivers were given.
+        responses: ``[(receiver, returned value), ...]`` as a signal's send returns it.
+        kind: the adapter's message class: a receiver returning one replaces
+            the message (the last such wins).
+
+    Returns:
+        ``(message to send, "")``, or ``(None, reason)`` when a receiver
+        returned False (a receiver raising :class:`CancelSend` cancels too:
+        the adapter catches it).
+    """
+    for receiver, value in responses:
+        if value is False:
+            name = getattr(receiver, "__qualname__", None) or repr(receiver)
+            return None, f"cancelled by {name}"
+        if isinstance(value, kind):
+            message = value
+    return message, ""
+
+
+def cancelled(
+    host: str,
+    port: int | None,
+    *,
+    message_id: str | None,
+    sender: str,
+    recipients: tuple[str, ...],
+    reason: str,
+) -> None:
+    """Emit :class:`MessageCancelled` (if anyone listens): an adapter's pre_send cancelled it."""
+    if bus.active:
+        bus.emit(
+            MessageCancelled(
+                host=host,
+                port=port,
+                message_id=message_id,
+                sender=sender,
+                recipients=recipients,
+                started=time.time(),
+                reason=reason,
+            )
+        )

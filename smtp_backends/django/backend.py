@@ -25,6 +25,7 @@ from smtp_backends.settings import MailerSettings, SettingsMemo
 from . import config
 from .envelope import Envelope, LazyBatch, django_envelope, prep_address
 from .functions import deferred_sends
+from .signals import aapply_pre_send, apply_pre_send
 
 __all__ = ("AsyncSMTPBackend",)
 
@@ -413,6 +414,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             if not self.connection or new_conn_created is None:
                 return 0  # open() failed silently
             try:
+                email_messages = apply_pre_send(self, email_messages)  # may cancel some
                 items, error = self._items(email_messages)
                 outcomes: list[Any] = []
                 if items:
@@ -463,6 +465,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         if not self.connection or new_conn_created is None:
             return 0
         try:
+            messages = await aapply_pre_send(self, messages)  # may cancel some
             items, error = self._items(messages)  # a list renders on the bridge, lazily
             outcomes: list[Any] = []
             if items:
