@@ -125,15 +125,22 @@ def _from_item(item: Any) -> _Info:
 
 
 class _Scope:
-    """The outermost send in progress: its server, batch number and reports."""
+    """The outermost send in progress: its server, batch number and reports.
 
-    __slots__ = ("batch", "clock", "host", "port", "reported")
+    Its message and batch events are emitted in ``origin``, the context of
+    the code that sent (so that a subscriber sees the caller's context
+    variables: OpenTelemetry's current span, a request id...), even when
+    they happen in a transport's callback or on the bridge loop.
+    """
+
+    __slots__ = ("batch", "clock", "host", "origin", "port", "reported")
 
     def __init__(self, host: str, port: int | None, batch: int | None) -> None:
         self.host = host
         self.port = port
         self.batch = batch
         self.clock = time.perf_counter()
+        self.origin = _origin.get() or contextvars.copy_context()
         # How many times each outcome object was reported (a lost connection
         # gives several messages one exception object).
         self.reported: collections.Counter[int] = collections.Counter()
@@ -147,12 +154,40 @@ class _Scope:
         return False
 
 
+_origin: contextvars.ContextVar[contextvars.Context | None] = contextvars.ContextVar(
+    "smtp_backends.events.origin", default=None
+)
 _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
     "smtp_backends.events.scope", default=None
 )
 _ledger: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar(
     "smtp_backends.events.ledger", default=None
 )
+
+
+def _emit_in(scope: _Scope | None, event: events.Event) -> None:
+    """Emit ``event`` in the context of the code that sent."""
+    if scope is None:
+        events.emit(event)
+        return
+    try:
+        scope.origin.run(events.emit, event)
+    except RuntimeError:  # that context is running already (a nested send): emit here
+        events.emit(event)
+
+
+def from_caller(function: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """``function``, to run on the bridge with its events emitted in this caller's context."""
+    origin = contextvars.copy_context()
+
+    async def call(*args: Any, **kwargs: Any) -> T:
+        token = _origin.set(origin)
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            _origin.reset(token)
+
+    return call
 
 
 def report(
@@ -164,7 +199,10 @@ def report(
         common.update(info.fields())
     else:
         common["started"] = time.time()
-    emit = events.emit
+
+    def emit(event: events.Event) -> None:
+        _emit_in(scope, event)
+
     if isinstance(outcome, tuple):
         refused, reply = outcome
         for recipient, answer in refused.items():
@@ -269,7 +307,7 @@ class Ledger:
             if info is not None:
                 common.update(info.fields())
             error = outcome if isinstance(outcome, BaseException) else None
-            events.emit(events.MessageRetried(**common, error=error))
+            _emit_in(self.scope, events.MessageRetried(**common, error=error))
         elif position in self.deferred:
             report(self.host, self.port, self.scope, self.deferred.pop(position), outcome)
         # Otherwise the client reported it, or it never reached the client
@@ -311,7 +349,8 @@ async def scoped(
     scope = _Scope(host, port, events.next_batch_number() if batch else None)
     token = _scope.set(scope)
     if batch:
-        events.emit(events.BatchStarted(host=host, port=port, batch=scope.batch, size=len(items)))
+        started = events.BatchStarted(host=host, port=port, batch=scope.batch, size=len(items))
+        _emit_in(scope, started)
     results: list[Any] = []
     try:
         result = await run()
@@ -329,7 +368,8 @@ async def scoped(
                 report(host, port, scope, _from_item(item), outcome)
                 scope.claim(outcome)  # that report was this item's, not the next one's
         if batch:
-            events.emit(
+            _emit_in(
+                scope,
                 events.BatchFinished(
                     host=host,
                     port=port,
@@ -338,7 +378,7 @@ async def scoped(
                     sent=sent,
                     failed=len(items) - sent,
                     duration=time.perf_counter() - scope.clock,
-                )
+                ),
             )
 
 

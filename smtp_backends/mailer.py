@@ -330,8 +330,10 @@ class Mailer:
         bridge failing as a whole gives every item its error).
         """
         items = list(items)
+        # Events (if anyone listens) are emitted in this caller's context.
+        deliver = event_hooks.from_caller(self.deliver) if _events.bus.active else self.deliver
         try:
-            return run_sync(self.deliver, items, ordered=ordered, on_result=on_result, via=via)
+            return run_sync(deliver, items, ordered=ordered, on_result=on_result, via=via)
         except OSError as exc:  # the bridge itself failed (shut down...)
             return [exc] * len(items)
 
@@ -345,10 +347,9 @@ class Mailer:
     ) -> list[Result]:
         """Send from any event loop without blocking it; as :meth:`send`."""
         items = list(items)
+        deliver = event_hooks.from_caller(self.deliver) if _events.bus.active else self.deliver
         try:
-            return await run_async(
-                self.deliver, items, ordered=ordered, on_result=on_result, via=via
-            )
+            return await run_async(deliver, items, ordered=ordered, on_result=on_result, via=via)
         except OSError as exc:
             return [exc] * len(items)
 

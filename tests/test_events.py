@@ -8,6 +8,7 @@ subscribed, no event is built at all.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -451,3 +452,25 @@ async def test_nobody_subscribed_no_event_is_built(
     async with SMTP(hostname=smtpd.host, port=smtpd.port, timeout=TIMEOUT) as client:
         await client.send_messages([message("direct")])
     assert len(smtpd.messages) == 6
+
+
+def test_events_are_emitted_in_the_senders_context(smtpd: SMTPServer) -> None:
+    # Sync callers send on the bridge loop; subscribers still see the caller's context.
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+    seen: list[tuple[str, str]] = []
+
+    def subscriber(event: events.Event) -> None:
+        seen.append((type(event).__name__, request_id.get()))
+
+    request_id.set("req-42")
+    try:
+        with events.subscribed(subscriber, events.BatchStarted, events.MessageSent):
+            mailer = Mailer(MailerSettings(host=smtpd.host, port=smtpd.port, timeout=TIMEOUT))
+            mailer.send([message("one"), message("two")])
+    finally:
+        bridge.shutdown()
+    assert seen == [
+        ("BatchStarted", "req-42"),
+        ("MessageSent", "req-42"),
+        ("MessageSent", "req-42"),
+    ]

@@ -290,3 +290,33 @@ def test_uninstrument_stops_recording(smtpd: SMTPServer) -> None:
 async def _send_one(smtpd: SMTPServer) -> None:
     async with SMTP(hostname=smtpd.host, port=smtpd.port, timeout=TIMEOUT) as client:
         await client.send_message(message("one"))
+
+
+def test_spans_are_children_of_the_callers_span(smtpd: SMTPServer, otel: Otel) -> None:
+    # A sync caller (a WSGI view): the batch runs on the bridge loop, its span under the view's.
+    tracer = otel.tracer_provider.get_tracer("test")
+    try:
+        mailer = Mailer(MailerSettings(host=smtpd.host, port=smtpd.port, timeout=TIMEOUT))
+        with tracer.start_as_current_span("view") as view:
+            mailer.send([message("a"), message("b")])
+    finally:
+        bridge.shutdown()
+    (batch,) = otel.spans("smtp batch")
+    assert batch.parent is not None
+    assert batch.parent.span_id == view.get_span_context().span_id
+    assert batch.context.trace_id == view.get_span_context().trace_id
+    assert all(
+        s.parent is not None and s.parent.span_id == batch.context.span_id
+        for s in otel.spans("smtp send")
+    )
+
+
+async def test_a_single_send_span_is_a_child_of_the_current_span(
+    smtpd: SMTPServer, otel: Otel
+) -> None:
+    tracer = otel.tracer_provider.get_tracer("test")
+    async with SMTP(hostname=smtpd.host, port=smtpd.port, timeout=TIMEOUT) as client:
+        with tracer.start_as_current_span("task") as task:
+            await client.send_message(message("one"))
+    (send,) = otel.spans("smtp send")
+    assert send.parent is not None and send.parent.span_id == task.get_span_context().span_id
