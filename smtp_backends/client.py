@@ -886,7 +886,7 @@ class SMTP:
             return await event_hooks.scoped(
                 self._config,
                 [item],
-                lambda: self.sendmail(
+                lambda _: self.sendmail(
                     sender,
                     recipients,
                     message,
@@ -933,7 +933,7 @@ class SMTP:
             return await event_hooks.scoped(
                 self._config,
                 [message],
-                lambda: self.send_message(
+                lambda _: self.send_message(
                     message,
                     sender=sender,
                     recipients=recipients,
@@ -1015,8 +1015,9 @@ class SMTP:
             return await event_hooks.scoped(
                 self._config,
                 items,
-                lambda: self.send_messages(items, timeout=timeout, on_result=on_result),
+                lambda told: self.send_messages(items, timeout=timeout, on_result=told),
                 batch=True,
+                on_result=on_result,
             )
         async with self._get_lock():
             timeout_value = self._timeout(timeout)

@@ -333,17 +333,21 @@ def in_scope() -> bool:
 async def scoped(
     config: Any,
     items: Sequence[Any],
-    run: Callable[[], Awaitable[T]],
+    run: Callable[[Callable[[int, Any], object]], Awaitable[T]],
     *,
     batch: bool,
+    on_result: Callable[[int, Any], object] | None = None,
 ) -> T:
-    """Run the outermost send ``run()``, reporting what nobody below reported.
+    """Run the outermost send ``run(told)``, reporting what nobody below reported.
 
     Args:
         config: the :class:`ConnectionConfig` it sends with.
         items: what it sends (for messages that never reached a connection).
-        run: the send; returns one outcome, or a list of one per item.
+        run: the send, given the result callback to pass down (a batch's
+            layers call it once per item with its final outcome); returns
+            one outcome, or a list of one per item.
         batch: announce it as a batch (:class:`BatchStarted` / :class:`BatchFinished`).
+        on_result: the caller's result callback (called by ``told``).
     """
     host, port = server_of(config)
     scope = _Scope(host, port, events.next_batch_number() if batch else None)
@@ -351,9 +355,18 @@ async def scoped(
     if batch:
         started = events.BatchStarted(host=host, port=port, batch=scope.batch, size=len(items))
         _emit_in(scope, started)
+    # The final outcome of each item as the layer below told it: it is the
+    # true one even when that layer then fails as a whole and returns (or
+    # raises) one error for every item.
+    outcomes: dict[int, Any] = {}
+
+    def told(index: int, outcome: Any) -> object:
+        outcomes[index] = outcome
+        return on_result(index, outcome) if on_result is not None else None
+
     results: list[Any] = []
     try:
-        result = await run()
+        result = await run(told)
         results = list(result) if isinstance(result, list) else [result]
         return result
     except Exception as exc:
@@ -362,7 +375,9 @@ async def scoped(
     finally:
         _scope.reset(token)
         sent = 0
-        for item, outcome in zip(items, results, strict=False):  # none on a cancel
+        # None left on a cancellation: the messages' fate is their connection's.
+        for index, (item, returned) in enumerate(zip(items, results, strict=False)):
+            outcome = outcomes.get(index, returned)
             sent += isinstance(outcome, tuple)
             if not scope.claim(outcome):
                 report(host, port, scope, _from_item(item), outcome)

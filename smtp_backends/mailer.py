@@ -288,8 +288,9 @@ class Mailer:
             return await event_hooks.scoped(
                 self.settings.connection,
                 items,
-                lambda: self.deliver(items, ordered=ordered, on_result=on_result, via=via),
+                lambda told: self.deliver(items, ordered=ordered, on_result=told, via=via),
                 batch=True,
+                on_result=on_result,
             )
         try:
             if via is not None:

@@ -337,7 +337,7 @@ class SMTPPool:
         """
         if _events.bus.active and not event_hooks.in_scope():
             return await event_hooks.scoped(
-                self.config, [message], lambda: self.send_message(message, **kwargs), batch=False
+                self.config, [message], lambda _: self.send_message(message, **kwargs), batch=False
             )
         return await self._with_client(lambda client: client.send_message(message, **kwargs))
 
@@ -354,7 +354,7 @@ class SMTPPool:
             return await event_hooks.scoped(
                 self.config,
                 [(sender, recipients, message)],
-                lambda: self.sendmail(sender, recipients, message, **kwargs),
+                lambda _: self.sendmail(sender, recipients, message, **kwargs),
                 batch=False,
             )
         return await self._with_client(
@@ -397,8 +397,9 @@ class SMTPPool:
             return await event_hooks.scoped(
                 self.config,
                 items,
-                lambda: self.send_messages(items, on_progress=on_progress, on_result=on_result),
+                lambda told: self.send_messages(items, on_progress=on_progress, on_result=told),
                 batch=True,
+                on_result=on_result,
             )
         total = len(items)
         outcomes: list[Outcome | Exception | None] = [None] * total

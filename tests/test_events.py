@@ -474,3 +474,31 @@ def test_events_are_emitted_in_the_senders_context(smtpd: SMTPServer) -> None:
         ("MessageSent", "req-42"),
         ("MessageSent", "req-42"),
     ]
+
+
+async def test_a_layer_failing_as_a_whole_after_some_outcomes_reports_each_once(
+    recorder: Recorder,
+) -> None:
+    # What the Mailer does when its pool fails mid-batch: one error for every item, although
+    # the first item was sent and reported. The sent one stays sent; only the rest fail.
+    config = SMTPPool(hostname="127.0.0.1", port=2525).config
+    items = [("a@example.com", ["b@example.com"], with_id(n)) for n in range(3)]
+    accepted = ({}, "2.0.0 queued")
+
+    async def run(told: Callable[[int, Any], object]) -> list[Any]:
+        scope = event_hooks._scope.get()
+        event_hooks.report("127.0.0.1", 2525, scope, None, accepted)  # a client reported it
+        told(0, accepted)
+        raise ConnectionResetError("the pool went away")
+
+    heard: list[int] = []
+    with pytest.raises(ConnectionResetError):
+        await event_hooks.scoped(
+            config, items, run, batch=True, on_result=lambda i, o: heard.append(i)
+        )
+    assert heard == [0]
+    assert len(recorder.of(events.MessageSent)) == 1
+    failed = recorder.of(events.MessageFailed)
+    assert [e.message_id for e in failed] == ["<d01@test>", "<d02@test>"]
+    (finished,) = recorder.of(events.BatchFinished)
+    assert (finished.sent, finished.failed) == (1, 2)
