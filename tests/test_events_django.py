@@ -155,3 +155,30 @@ def test_no_receivers_no_relay(smtpd: SMTPServer) -> None:
     assert not signals.pre_send.has_listeners()
     assert not events.bus.active
     assert make_backend(smtpd).send_messages([message("one")]) == 1
+
+
+def test_pre_send_before_queueing_on_celery(smtpd: SMTPServer) -> None:
+    pytest.importorskip("celery")
+    from django.test import override_settings
+
+    from smtp_backends.django import CeleryBackend
+    from tests.test_celery import EAGER_APP
+
+    setting = {
+        "app": "tests.test_celery.EAGER_APP",
+        "task": "tests.django.events_pre_send",
+        "smtp": {"host": "127.0.0.1", "port": smtpd.port, "pool_size": 1},
+        "dedupe": False,
+    }
+
+    def receiver(sender: Any, message: EmailMessage, **kwargs: Any) -> Any:
+        return False if message.subject == "no" else None
+
+    signals.pre_send.connect(receiver)
+    try:
+        with override_settings(SMTP_BACKENDS_CELERY=setting):
+            backend = CeleryBackend(app=EAGER_APP)
+            assert backend.send_messages([message("yes"), message("no")]) == 1
+    finally:
+        signals.pre_send.disconnect(receiver)
+    assert [str(m.message["Subject"]) for m in smtpd.messages] == ["yes"]

@@ -17,7 +17,8 @@ pooled sends, so they must be quick and synchronous (to await, subscribe a
 coroutine with :func:`smtp_backends.events.subscribe` instead). One that
 raises is logged and never disturbs sending.
 
-``pre_send`` is sent for each ``EmailMessage`` before the backend sends it,
+``pre_send`` is sent for each ``EmailMessage`` before the backend sends it
+(before the ``CeleryBackend`` queues it),
 with the backend's class as ``sender`` and ``message=`` and ``backend=``. A
 receiver may change the message in place, return a replacement
 ``EmailMessage``, or cancel it by raising
