@@ -137,12 +137,14 @@ async def test_pre_send_in_async_sends(smtpd: SMTPServer) -> None:
 
     def receiver(sender: Any, message: EmailMessage, **kwargs: Any) -> Any:
         seen.append(threading.current_thread().name)
+        if message.subject == "raise":
+            raise events.CancelSend
         return False if message.subject == "no" else None
 
     signals.pre_send.connect(receiver)
     try:
         backend = make_backend(smtpd)
-        count = await backend.asend_messages([message("yes"), message("no")])
+        count = await backend.asend_messages([message("yes"), message("no"), message("raise")])
     finally:
         signals.pre_send.disconnect(receiver)
     assert count == 1

@@ -134,3 +134,32 @@ def test_without_receivers_nothing_is_relayed(smtpd: SMTPServer) -> None:
     with app.app_context():
         mail.send(Message("one", recipients=["a@example.com"], body="1"))
     assert len(smtpd.messages) == 1
+
+
+def test_a_raising_receiver_is_logged_and_the_mail_still_goes(
+    smtpd: SMTPServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    mail = Mail()
+    app = make_app(smtpd, mail=mail)
+
+    def broken(sender: Any, event: events.Event, **kwargs: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    with event_signals.message_sent.connected_to(broken), app.app_context():
+        mail.send(Message("one", recipients=["a@example.com"], body="1"))
+    assert len(smtpd.messages) == 1
+    assert "receiver bug" in caplog.text
+    assert not events.bus.active
+
+
+def test_weak_receivers_that_died_stop_the_relay() -> None:
+    def make() -> Any:
+        def receiver(sender: Any, event: events.Event, **kwargs: Any) -> None:
+            raise AssertionError("collected: never called")
+
+        return receiver
+
+    event_signals.outcome_unknown.connect(make())  # weak: collected at once
+    assert events.bus.active
+    events.emit(events.OutcomeUnknown(host="h", port=25))
+    assert not events.bus.active
