@@ -14,11 +14,14 @@ import enum
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import event_hooks
+from . import events as _events
 from .config import ConnectionConfig, OAuthTokenGenerator, SocketPath
 from .deadline import SendClock
 from .delivery import ContentCallback, ResultCallback, deliver
@@ -429,12 +432,20 @@ class SMTP:
             # Validated as the constructor's, and used for this connect only.
             config = config.replace(timeout=timeout)
         self._lock = None  # a new connection may live on another event loop
+        started = time.perf_counter()
         async with self._get_lock():
             if config.failover is None:
-                return await self._connect_to(config)
-            host, self._config, greeting = await config.failover.connect(self._connect_to, config)
-            self._failover_host = host
-            return greeting
+                greeting = await self._connect_to(config)
+            else:
+                host, self._config, greeting = await config.failover.connect(
+                    self._connect_to, config
+                )
+                self._failover_host = host
+        self._opened_at = time.perf_counter()
+        if _events.bus.active:
+            encrypted = self._require_transport().encrypted
+            event_hooks.connection_opened(self._config, started, encrypted)
+        return greeting
 
     async def _connect_to(self, config: ConnectionConfig) -> SMTPResponse:
         self._transport = await open_transport(config, config.timeout)
@@ -515,10 +526,15 @@ class SMTP:
         """Close the connection at once, without QUIT. Safe to call at any time."""
         transport, self._transport = self._transport, None
         if transport is not None:
-            if transport.connection.phase is Phase.CLOSED:
+            clean = transport.connection.phase is Phase.CLOSED
+            if clean:
                 transport.close()
             else:
                 transport.abort()
+            if _events.bus.active:
+                event_hooks.connection_closed(
+                    self._config, clean, getattr(self, "_opened_at", None)
+                )
         self._forget_server()
 
     # Commands ----------------------------------------------------------------
@@ -1042,6 +1058,24 @@ class SMTP:
                 default), before the end-of-data dot left: not sent. After it:
                 SMTPUnknownOutcomeTimeoutError.
         """
+        if _events.bus.active and not event_hooks.in_scope():
+            item = (sender, recipients, message)
+            return await event_hooks.scoped(
+                self._config,
+                [item],
+                lambda _: self.sendmail(
+                    sender,
+                    recipients,
+                    message,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                    timeout=timeout,
+                    send_timeout=send_timeout,
+                    dsn=dsn,
+                    requiretls=requiretls,
+                ),
+                batch=False,
+            )
         clock = self._clock(send_timeout)
         async with self._locked(clock):
             timeout_value = await self._ready_to_send(timeout, clock)
@@ -1091,6 +1125,23 @@ class SMTP:
         message has no sender or no recipients, and SMTPNotSupported when it
         needs SMTPUTF8 and the server lacks it.
         """
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self._config,
+                [message],
+                lambda _: self.send_message(
+                    message,
+                    sender=sender,
+                    recipients=recipients,
+                    mail_options=mail_options,
+                    rcpt_options=rcpt_options,
+                    timeout=timeout,
+                    send_timeout=send_timeout,
+                    dsn=dsn,
+                    requiretls=requiretls,
+                ),
+                batch=False,
+            )
         clock = self._clock(send_timeout)
         async with self._locked(clock):
             timeout_value = await self._ready_to_send(timeout, clock)
@@ -1173,7 +1224,18 @@ class SMTP:
         Raises:
             SMTPServerDisconnected: not connected.
         """
-        return await self._send_batch(list(messages), timeout, send_timeout, on_result)
+        items = list(messages)
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self._config,
+                items,
+                lambda told: self.send_messages(
+                    items, timeout=timeout, send_timeout=send_timeout, on_result=told
+                ),
+                batch=True,
+                on_result=on_result,
+            )
+        return await self._send_batch(items, timeout, send_timeout, on_result)
 
     async def _send_batch(
         self,
@@ -1238,6 +1300,8 @@ class SMTP:
         clock: SendClock | None = None,
         on_content: ContentCallback | None = None,
     ) -> list[Outcome | Exception]:
+        if _events.bus.active:  # report each message's outcome (nobody listening: no cost)
+            preparers, on_result = event_hooks.watch(self._config, preparers, on_result)
         config = self._config
         if config.rate_limit is None and config.failover is None:
             return await deliver(

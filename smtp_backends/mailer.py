@@ -43,7 +43,8 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Union
 
-from . import addresses
+from . import addresses, event_hooks
+from . import events as _events
 from .bridge import get_bridge, run_async, run_sync, shared_pool
 from .client import SMTP, BatchItem
 from .delivery import ResultCallback
@@ -281,6 +282,14 @@ class Mailer:
         """
         if not items:
             return []
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.settings.connection,
+                items,
+                lambda told: self.deliver(items, ordered=ordered, on_result=told, via=via),
+                batch=True,
+                on_result=on_result,
+            )
         try:
             if via is not None:
                 return await self._over(via, items, on_result)
@@ -320,8 +329,10 @@ class Mailer:
         bridge failing as a whole gives every item its error).
         """
         items = list(items)
+        # Events (if anyone listens) are emitted in this caller's context.
+        deliver = event_hooks.from_caller(self.deliver) if _events.bus.active else self.deliver
         try:
-            return run_sync(self.deliver, items, ordered=ordered, on_result=on_result, via=via)
+            return run_sync(deliver, items, ordered=ordered, on_result=on_result, via=via)
         except OSError as exc:  # the bridge itself failed (shut down...)
             return [exc] * len(items)
 
@@ -335,10 +346,9 @@ class Mailer:
     ) -> list[Result]:
         """Send from any event loop without blocking it; as :meth:`send`."""
         items = list(items)
+        deliver = event_hooks.from_caller(self.deliver) if _events.bus.active else self.deliver
         try:
-            return await run_async(
-                self.deliver, items, ordered=ordered, on_result=on_result, via=via
-            )
+            return await run_async(deliver, items, ordered=ordered, on_result=on_result, via=via)
         except OSError as exc:
             return [exc] * len(items)
 

@@ -18,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from . import event_hooks
+from . import events as _events
 from .client import SMTP, BatchItem, Default
 from .config import ConnectionConfig
 from .deadline import SendClock
@@ -199,6 +202,8 @@ class SMTPPool:
             else:
                 token.future.set_result(entry)
         for entry in plan.close:
+            if _events.bus.active:
+                event_hooks.recycled(self.config, "idle", entry.messages_sent)
             self._close_entry(entry)
         self._schedule_expiry()
 
@@ -245,6 +250,7 @@ class SMTPPool:
         if self._closed:
             raise SMTPPoolClosedError("The pool is closed")
         loop = self._bound_loop()
+        asked = time.perf_counter() if _events.bus.active else 0.0
         waiter = _Waiter(loop.create_future())
         self._planner.request(waiter)
         self._step()
@@ -285,6 +291,8 @@ class SMTPPool:
                 entry.client.close()
             self._step()
             raise
+        if asked:
+            event_hooks.acquired(self.config, entry, asked, self._planner.active_count)
         return entry, client
 
     def _give_up(self, waiter: _Waiter, send_timeout: float | None = None) -> None:
@@ -314,6 +322,8 @@ class SMTPPool:
             except (SMTPException, OSError):
                 logger.debug("pool: connection #%d failed its check; replacing it", entry.number)
                 client.close()
+                if _events.bus.active:
+                    event_hooks.recycled(self.config, "check-failed", entry.messages_sent)
         client = SMTP.from_config(self.config)
         entry.client = client
         await client.connect()
@@ -324,7 +334,11 @@ class SMTPPool:
         client = entry.client
         healthy = reusable and client is not None and client.is_connected and not self._closed
         self._planner.release(entry, self._now(), reusable=healthy, sent=sent)
+        if event_hooks.lent:
+            event_hooks.released(self.config, entry, self._planner.active_count)
         if entry.state is EntryState.CLOSING:
+            if healthy and _events.bus.active:
+                event_hooks.recycled(self.config, "max-messages", entry.messages_sent)
             self._close_entry(entry)
         self._released.set()
         self._step()
@@ -346,6 +360,7 @@ class SMTPPool:
             entry, client = await self._acquire(clock)
             reused = entry.messages_sent > 0
             sent = 0
+            ledger = event_hooks.open_ledger(self.config) if _events.bus.active else None
             try:
                 if clock is not None and clock.expired():
                     raise clock.not_sent()
@@ -359,13 +374,18 @@ class SMTPPool:
                 # rate limit, a throttled message waits and goes again.
                 config = self.config
                 elsewhere = reused or config.failover is not None or config.rate_limit is not None
-                if attempt == 1 and elsewhere and _retryable(exc):
+                retry = attempt == 1 and elsewhere and _retryable(exc)
+                if ledger is not None:
+                    ledger[0].judged(0, exc, retry)
+                if retry:
                     logger.debug(
                         "pool: connection #%d lost before the message; retrying", entry.number
                     )
                     continue
                 raise
             finally:
+                if ledger is not None:
+                    event_hooks.close_ledger(ledger[1])
                 self._release(entry, reusable=True, sent=sent)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -379,6 +399,13 @@ class SMTPPool:
         connection and connecting.
         """
         send_timeout = kwargs.pop("send_timeout", Default.token)
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.config,
+                [message],
+                lambda _: self.send_message(message, send_timeout=send_timeout, **kwargs),
+                batch=False,
+            )
         return await self._with_client(
             lambda client, left: client.send_message(message, send_timeout=left, **kwargs),
             send_timeout,
@@ -397,6 +424,15 @@ class SMTPPool:
         ``send_timeout`` as for :meth:`send_message`.
         """
         send_timeout = kwargs.pop("send_timeout", Default.token)
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.config,
+                [(sender, recipients, message)],
+                lambda _: self.sendmail(
+                    sender, recipients, message, send_timeout=send_timeout, **kwargs
+                ),
+                batch=False,
+            )
         return await self._with_client(
             lambda client, left: client.sendmail(
                 sender, recipients, message, send_timeout=left, **kwargs
@@ -443,6 +479,14 @@ class SMTPPool:
         if self._closed:
             raise SMTPPoolClosedError("The pool is closed")
         items = list(messages)
+        if _events.bus.active and not event_hooks.in_scope():
+            return await event_hooks.scoped(
+                self.config,
+                items,
+                lambda told: self.send_messages(items, on_progress=on_progress, on_result=told),
+                batch=True,
+                on_result=on_result,
+            )
         total = len(items)
         if not total:
             return []
@@ -497,10 +541,16 @@ class SMTPPool:
                     # nothing can go round on one connection for ever.
                     verdict = Verdict.TRANSIENT
                 progressed = progressed or verdict is not Verdict.NOT_SENT
-                if book.record(index, verdict):
+                final = book.record(index, verdict)
+                if ledger is not None:
+                    ledger.judged(position, outcome, not final, items[index])
+                if final:
                     accepted += verdict is Verdict.SENT
                     settle(index, outcome)
 
+            ledger, token = (
+                event_hooks.open_ledger(self.config) if _events.bus.active else (None, None)
+            )
             try:
                 results = await client._send_batch(
                     [items[i] for i in indices],
@@ -511,6 +561,9 @@ class SMTPPool:
                 )
             except SMTPException as exc:  # the connection failed before sending
                 results = [exc] * len(indices)
+            finally:
+                if token is not None:
+                    event_hooks.close_ledger(token)
             for position, outcome in enumerate(results):
                 judge(position, outcome)
             book.chunk_done()

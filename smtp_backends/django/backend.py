@@ -26,6 +26,7 @@ from smtp_backends.settings import OPTIONS, MailerSettings, SettingsMemo, check_
 from . import config
 from .envelope import Envelope, LazyBatch, django_envelope, prep_address, smtputf8_refusal
 from .functions import deferred_sends
+from .signals import aapply_pre_send, apply_pre_send
 
 __all__ = ("AsyncSMTPBackend",)
 
@@ -499,6 +500,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             if not self.connection or new_conn_created is None:
                 return 0  # open() failed silently
             try:
+                email_messages = apply_pre_send(self, email_messages)  # may cancel some
                 messages = [message for message in email_messages if message.recipients()]
                 items, error = self._items(messages)
                 outcomes: list[Any] = []
@@ -550,6 +552,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         if not self.connection or new_conn_created is None:
             return 0
         try:
+            messages = await aapply_pre_send(self, messages)  # may cancel some
             messages = [message for message in messages if message.recipients()]
             items, error = self._items(messages)  # a list renders on the bridge, lazily
             outcomes: list[Any] = []

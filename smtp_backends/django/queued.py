@@ -22,6 +22,7 @@ from smtp_backends.mailer import Mailer
 from .backend import AsyncSMTPBackend
 from .config import HAS_MAILERS, RemovedInDjango2028Warning, mailer_error
 from .envelope import django_envelope, prep_address
+from .signals import apply_pre_send
 
 __all__ = ("CELERY_SETTING", "CeleryBackend", "register_celery")
 
@@ -313,6 +314,7 @@ class CeleryBackend(BaseEmailBackend):  # type: ignore[misc]
         """
         if not email_messages:
             return 0
+        email_messages = apply_pre_send(self, email_messages)  # may cancel some
         items = [item for item in map(self.envelope, email_messages) if item is not None]
         if not items:
             return 0

@@ -17,6 +17,7 @@ from smtp_backends.addresses import addr_spec
 from smtp_backends.mailer import Mailer, Outgoing, Result
 
 from .dispatch import email_dispatched
+from .event_signals import apply_pre_send
 from .headers import (
     Address,
     BadHeaderError,
@@ -233,6 +234,7 @@ class Connection(_ConnectionBase):
             smtp_backends.SMTPException: what the server or the connection did
                 (these also derive from :mod:`smtplib`'s exceptions).
         """
+        message = apply_pre_send(self.mail, message)  # raises CancelSend if cancelled
         prepared = _Prepared(message, self.mail, envelope_from)
         refused: Refused = {}
         if self.host is not None:
@@ -273,6 +275,7 @@ class AsyncConnection(_ConnectionBase):
 
     async def send(self, message: Message, envelope_from: Address | None = None) -> Refused:
         """Check and send one message; as :meth:`Connection.send`."""
+        message = apply_pre_send(self.mail, message)  # raises CancelSend if cancelled
         prepared = _Prepared(message, self.mail, envelope_from)
         refused: Refused = {}
         if self.host is not None:
