@@ -199,12 +199,12 @@ async def test_connections_in_use_while_a_send_holds_one(smtpd: SMTPServer, otel
         entry_used: list[float] = []
 
         async def hold() -> None:
-            async def operation(client: SMTP) -> None:
+            async def operation(client: SMTP, send_timeout: object) -> None:
                 entry_used.append(
                     otel.total("smtp.client.connection.count", smtp_client_connection_state="used")
                 )
 
-            await pool._with_client(operation)
+            await pool._with_client(operation, None)
 
         await hold()
         assert entry_used == [1]
