@@ -81,6 +81,12 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             Django's ``BaseEmailBackend`` (which rejects unknown MAILERS
             options).
 
+    The policies are options too (keywords, OPTIONS keys under MAILERS):
+    ``dkim``, ``oauth``, ``rate_limit``, ``max_messages_per_connection``,
+    ``failover``, ``proxy``, ``dsn`` and ``requiretls``, as plain data or
+    ready objects (see :class:`~smtp_backends.settings.MailerSettings` and
+    the README's policy table).
+
     Under EMAIL_BACKEND the options from ``pool_size`` on may also come from
     the ``SMTP_BACKENDS_OPTIONS`` setting (a dict); keywords win.
 
@@ -127,6 +133,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
                 ": configure it in MAILERS.)",
                 config.RemovedInDjango2028Warning,
             )
+        policies = config.pop_policies(kwargs)
         # Django 6.1's base class validates the remaining keywords (unknown
         # MAILERS options are an error); 5.2's ignores them, as in Django.
         super().__init__(**kwargs)
@@ -154,6 +161,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             "pipelining": pipelining,
             "local_hostname": local_hostname,
             "keep_order": keep_order,
+            **policies,
         }
         try:
             own = config.own_options(given, legacy)
@@ -188,6 +196,8 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             self.pipelining: bool = own["pipelining"]
             self.local_hostname: str | None = own["local_hostname"]
             self.keep_order: bool = own["keep_order"]
+            for name in config.POLICY_OPTIONS:
+                setattr(self, name, own[name])
             self.mailer_settings()  # validate everything now, not at the first send
         except (ValueError, TypeError) as exc:
             if legacy or isinstance(exc, config.InvalidMailer):

@@ -24,6 +24,7 @@ from smtp_backends.settings import OPTIONS, MailerSettings
 __all__ = (
     "HAS_MAILERS",
     "OPTIONS_SETTING",
+    "POLICY_OPTIONS",
     "has_mailers_setting",
     "mailer_error",
     "mailer_settings",
@@ -57,10 +58,23 @@ OWN_OPTIONS: dict[str, Any] = {
     "local_hostname": None,
     "keep_order": True,
 }
+#: The policy options (plain data or ready objects, see smtp_backends.policies):
+#: OPTIONS keys under MAILERS, SMTP_BACKENDS_OPTIONS keys or backend keywords.
+POLICY_OPTIONS: dict[str, Any] = {
+    "dkim": None,
+    "oauth": None,
+    "rate_limit": None,
+    "max_messages_per_connection": None,
+    "failover": None,
+    "proxy": None,
+    "dsn": None,
+    "requiretls": False,
+}
+OWN_OPTIONS.update(POLICY_OPTIONS)
 
 #: The backend's attribute for each MailerSettings field it sets.
 ATTRIBUTES = {
-    **{field: field for field in OPTIONS if field != "max_messages_per_connection"},
+    **{field: field for field in OPTIONS},
     "ssl_context": "tls_context",
 }
 # EMAIL_BACKEND configuration: the setting each stock keyword defaults to.
@@ -203,7 +217,14 @@ def mailer_settings(backend: Any, legacy: bool) -> MailerSettings:
 
 
 def _legacy_name(field: str) -> str:
+    if field in POLICY_OPTIONS:
+        return f"{OPTIONS_SETTING}[{field!r}]"
     return _LEGACY_NAMES.get(field, ATTRIBUTES[field])
+
+
+def pop_policies(keywords: dict[str, Any]) -> dict[str, Any]:
+    """The policy options among a backend's keywords, taken out of them."""
+    return {name: keywords.pop(name) for name in POLICY_OPTIONS if name in keywords}
 
 
 def _option_name(field: str) -> str:
