@@ -191,8 +191,10 @@ def _named(name: str, call: Callable[[], Any]) -> Any:
     """``call()``, its errors prefixed with the user's setting name."""
     try:
         return call()
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError) as exc:
         raise type(exc)(f"{name}: {exc}") from None
+    except OSError as exc:  # a key file that cannot be read: a setting's error too
+        raise ValueError(f"{name}: {exc}") from None
     except ImportError as exc:
         raise ImportError(f"{name}: {exc}") from None
 
@@ -277,6 +279,8 @@ def parse_policy_text(kind: str, text: str, name: str) -> Any:
 def check_pool_keywords(keywords: Mapping[str, Any], name: str) -> dict[str, Any]:
     """SMTPPool keywords with the policies' plain data checked (``name['dkim']``...)."""
     checked = dict(keywords)
+    if not isinstance(checked.get("requiretls", False), bool):
+        raise TypeError(f"{name}['requiretls'] must be True or False.")
     for keyword, kind in POOL_KEYWORDS.items():
         if checked.get(keyword) is not None:
             checked[keyword] = check_policy(kind, checked[keyword], f"{name}[{keyword!r}]")
