@@ -110,3 +110,24 @@ def timed(send: Callable[[], Any]) -> float:
     start = time.monotonic()
     send()
     return time.monotonic() - start
+
+
+def dsn_script() -> list[tuple[object, ...]]:
+    """A lock-step server offering DSN that takes one message (aiosmtpd refuses the
+    DSN parameters): the client's MAIL and RCPT lines are in ``received_lines``."""
+    return [
+        ("send", b"220 mail.example ESMTP\r\n"),
+        ("expect", b"EHLO"),
+        ("send", b"250-mail.example\r\n250-DSN\r\n250 REQUIRETLS\r\n"),
+        ("expect", b"MAIL"),
+        ("send", b"250 ok\r\n"),
+        ("expect", b"RCPT"),
+        ("send", b"250 ok\r\n"),
+        ("expect", b"DATA"),
+        ("send", b"354 go\r\n"),
+        ("expect_data",),
+        ("send", b"250 queued\r\n"),
+        ("expect", b"QUIT"),
+        ("send", b"221 bye\r\n"),
+        ("close",),
+    ]
