@@ -20,6 +20,7 @@ pytest.importorskip("dkim")
 from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 
+from smtp_backends.django import config as django_config
 from tests import policy_kit
 from tests.django_project.testing import no_bridge, use_smtp
 from tests.servers import ScriptedServer, SMTPServer
@@ -73,6 +74,22 @@ def test_dsn_defaults_from_settings_on_the_wire(
     mail.send_mail("dsn", "body", policy_kit.SENDER, ["to@example.net"])
     assert b"MAIL FROM:<sender@example.com> RET=HDRS" in server.received_lines
     assert b"RCPT TO:<to@example.net> NOTIFY=FAILURE,DELAY" in server.received_lines
+
+
+def test_a_messages_own_dsn_attribute(
+    make_scripted_server: Callable[..., ScriptedServer], use_smtp: Callable[..., None]
+) -> None:
+    server = make_scripted_server(policy_kit.dsn_script())
+    use_smtp(server, dsn="FAILURE", pool_size=0)
+    message = EmailMessage("dsn", "body", policy_kit.SENDER, ["to@example.net"])
+    message.dsn = {"notify": "SUCCESS,DELAY", "ret": "FULL"}  # type: ignore[attr-defined]
+    assert message.send() == 1
+    assert b"MAIL FROM:<sender@example.com> RET=FULL" in server.received_lines
+    assert b"RCPT TO:<to@example.net> NOTIFY=SUCCESS,DELAY" in server.received_lines
+    bad = EmailMessage("dsn", "body", policy_kit.SENDER, ["to@example.net"])
+    bad.requiretls = "yes"  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"EmailMessage\.requiretls"):
+        django_config.delivery_options(bad)
 
 
 def test_messages_per_connection_from_settings(

@@ -278,6 +278,8 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         the ones after it are not sent.
         """
         messages = [message for message in messages if message.recipients()]
+        if any(hasattr(m, "dsn") or hasattr(m, "requiretls") for m in messages):
+            return config.outgoing_items(messages, self._envelope)  # their own DSN/REQUIRETLS
         if len(messages) > 1:
             batch = LazyBatch(self._envelope)
             return [batch.item(message) for message in messages], None

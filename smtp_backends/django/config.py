@@ -19,15 +19,19 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.utils import DNS_NAME
 
 from smtp_backends import ConnectionConfig
+from smtp_backends.mailer import Item, Outgoing
+from smtp_backends.policies import check_policy
 from smtp_backends.settings import OPTIONS, MailerSettings
 
 __all__ = (
     "HAS_MAILERS",
     "OPTIONS_SETTING",
     "POLICY_OPTIONS",
+    "delivery_options",
     "has_mailers_setting",
     "mailer_error",
     "mailer_settings",
+    "outgoing_items",
     "own_options",
 )
 
@@ -229,3 +233,43 @@ def pop_policies(keywords: dict[str, Any]) -> dict[str, Any]:
 
 def _option_name(field: str) -> str:
     return f"OPTIONS[{ATTRIBUTES[field]!r}]"
+
+
+def delivery_options(message: Any) -> dict[str, Any]:
+    """A Django message's own DSN and REQUIRETLS: its ``dsn`` / ``requiretls`` attributes.
+
+    ``message.dsn`` takes what the ``dsn`` option takes (``{"notify": ["FAILURE"],
+    "ret": "HDRS"}``, ``"FAILURE,DELAY"`` or a DSN) and replaces it for that
+    message; ``message.requiretls = True`` asks for REQUIRETLS (RFC 8689).
+
+    Raises:
+        TypeError / ValueError: an invalid value, naming the attribute.
+    """
+    options: dict[str, Any] = {}
+    dsn = getattr(message, "dsn", None)
+    if dsn is not None:
+        options["dsn"] = check_policy("dsn", dsn, "EmailMessage.dsn")
+    requiretls = getattr(message, "requiretls", None)
+    if requiretls is not None:
+        if not isinstance(requiretls, bool):
+            raise TypeError(f"EmailMessage.requiretls must be True or False, not {requiretls!r}.")
+        options["requiretls"] = requiretls
+    return options
+
+
+def outgoing_items(
+    messages: list[Any], envelope: Callable[[Any], Any]
+) -> tuple[list[Item], Exception | None]:
+    """Messages with their own DSN/REQUIRETLS, each rendered now as an :class:`Outgoing`.
+
+    As for any list: the messages before one that cannot be prepared are sent,
+    its error is returned, and the ones after it are not sent.
+    """
+    items: list[Item] = []
+    try:
+        for message in messages:
+            sender, recipients, data = envelope(message)
+            items.append(Outgoing(sender, recipients, data, **delivery_options(message)))
+    except Exception as exc:
+        return items, exc
+    return items, None
