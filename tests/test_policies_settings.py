@@ -10,6 +10,8 @@ builds nothing, secrets stay out of reprs.
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -325,3 +327,29 @@ def test_celery_pool_keywords_make_live_objects_once_per_process(tmp_path: Path)
     assert first.config.failover is second.config.failover
     assert isinstance(first.config.dkim, DKIMSigner)
     assert first.config.dsn == DSN(notify="FAILURE")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_a_forked_child_makes_its_own_live_objects() -> None:
+    settings = MailerSettings(rate_limit=7, failover=["127.0.0.1:2525"])
+    parent = live_connection(settings)
+    reader, writer = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() with threads running (another test's bridge).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: its own limiter and failover state, made once
+        try:
+            child = live_connection(settings)
+            fresh = child.rate_limit is not parent.rate_limit
+            fresh = fresh and child.failover is not parent.failover
+            once = live_connection(MailerSettings(rate_limit=7, failover=["127.0.0.1:2525"]))
+            os.write(writer, b"ok" if fresh and once is child else b"no")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    answer = os.read(reader, 2)
+    os.close(reader)
+    os.waitpid(pid, 0)
+    assert answer == b"ok"
+    assert live_connection(settings) is parent
