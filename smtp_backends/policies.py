@@ -316,7 +316,9 @@ def _dkim_key(data: Any, name: str, domain: str | None = None) -> Any:
     if isinstance(data, DKIMKey):
         return data
     if not isinstance(data, Mapping):
-        raise TypeError(f"{name} must be a mapping (domain, selector, key_file), not {data!r}.")
+        raise TypeError(
+            f"{name} must be a mapping (domain, selector, key_file), not {type(data).__name__}."
+        )
     _unknown(data, _KEY_KEYS, name)
     given = {k: v for k, v in data.items() if v is not None}
     if domain is not None:
