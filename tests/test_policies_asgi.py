@@ -16,13 +16,17 @@ import pytest
 
 pytest.importorskip("dkim")
 pytest.importorskip("google.oauth2")
+pytest.importorskip("msal")
+
+import requests
+import trustme
 
 from smtp_backends import bridge
 from smtp_backends.asgi import Mail
 from smtp_backends.mailer import Outgoing
 from smtp_backends.protocol.dsn import DSN
 from tests import policy_kit
-from tests.servers import USERNAME, ScriptedServer, SMTPServer
+from tests.servers import USERNAME, ScriptedServer, SMTPServer, server_context_for
 from tests.token_server import TokenServer
 
 
@@ -133,3 +137,79 @@ async def test_a_messages_own_dsn_replaces_the_settings_default(
     lines = server.received_lines
     assert b"MAIL FROM:<sender@example.com> RET=HDRS ENVID=env-1" in lines
     assert b"RCPT TO:<to@example.net> NOTIFY=SUCCESS,FAILURE" in lines
+
+
+async def test_oauth_google_service_account_file(
+    make_smtpd: Callable[..., SMTPServer], tmp_path: Path
+) -> None:
+    server = make_smtpd(auth=True, auth_mechanisms=("XOAUTH2",), oauth_tokens={})
+
+    def accept(token: str) -> None:
+        server.handler.oauth_tokens[USERNAME] = token
+
+    with TokenServer(on_issue=accept) as tokens:
+        key_file = tmp_path / "service-account.json"
+        key_file.write_text(
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "client_email": "mailer@project.iam.gserviceaccount.com",
+                    "private_key": policy_kit.ORG_PEM.decode(),
+                    "private_key_id": "k1",
+                    "token_uri": f"{tokens.base_url}/token",
+                }
+            )
+        )
+        mail = Mail(
+            environ={
+                "SMTP_BACKENDS_OAUTH": json.dumps(
+                    {
+                        "provider": "google",
+                        "service_account_file": str(key_file),
+                        "subject": USERNAME,
+                    }
+                )
+            },
+            host=server.host,
+            port=server.port,
+            username=USERNAME,
+        )
+        async with mail.lifespan():
+            await mail.send_message(message(1))
+        [form] = tokens.token_requests
+    assert form["grant_type"] == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
+    assert [m.auth_login for m in server.messages] == [USERNAME]
+
+
+async def test_oauth_microsoft_client_credentials(
+    make_smtpd: Callable[..., SMTPServer], tls_ca: trustme.CA, ca_bundle_path: Path
+) -> None:
+    server = make_smtpd(auth=True, auth_mechanisms=("XOAUTH2",), oauth_tokens={})
+
+    def accept(token: str) -> None:
+        server.handler.oauth_tokens[USERNAME] = token
+
+    session = requests.Session()
+    session.verify = str(ca_bundle_path)
+    session.trust_env = False  # never a proxy from the environment: loopback only
+    context = server_context_for(tls_ca.issue_cert("127.0.0.1"))
+    with TokenServer(ssl_context=context, on_issue=accept) as tokens:
+        mail = Mail(
+            environ={},
+            host=server.host,
+            port=server.port,
+            username=USERNAME,
+            oauth={
+                "provider": "microsoft",
+                "client_id": "client-id",
+                "client_secret": "client-secret",
+                "tenant": "contoso",
+                "authority_host": tokens.base_url,
+                "msal_options": {"http_client": session, "instance_discovery": False},
+            },
+        )
+        async with mail.lifespan():
+            await mail.send_message(message(1))
+        [form] = tokens.token_requests
+    assert form["grant_type"] == ["client_credentials"]
+    assert [m.auth_login for m in server.messages] == [USERNAME]
