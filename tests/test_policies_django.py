@@ -1,6 +1,6 @@
 """The policies from Django's settings (MAILERS OPTIONS, or SMTP_BACKENDS_OPTIONS), end to end.
 
-Mail goes through Django's own API (``send_mail``, ``get_connection``) to recording
+Mail goes through Django's own API (``send_mail``, ``mailers`` or ``get_connection``) to recording
 servers on loopback; DKIM signatures are checked by dkimpy on the bytes the server
 received, the rate by the time a list takes, DSN parameters as the server saw them.
 """
@@ -22,12 +22,19 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 
 from smtp_backends.django import config as django_config
 from tests import policy_kit
-from tests.django_project.testing import no_bridge, use_smtp
+from tests.django_project.testing import HAS_MAILERS, no_bridge, use_smtp
 from tests.servers import ScriptedServer, SMTPServer
 
 __all__ = ("no_bridge", "use_smtp")  # fixtures used by name
 
 pytestmark = pytest.mark.usefixtures("no_bridge")
+
+
+def backend() -> Any:
+    """The default mailer's backend, as the installed Django gives it."""
+    if HAS_MAILERS:
+        return mail.mailers["default"]  # type: ignore[attr-defined]
+    return mail.get_connection()
 
 
 def test_dkim_from_settings_signs_what_the_server_receives(
@@ -59,7 +66,7 @@ def test_rate_limit_from_settings(smtpd: SMTPServer, use_smtp: Callable[..., Non
         EmailMessage(f"n{n}", "body", policy_kit.SENDER, [f"to{n}@example.net"])
         for n in range(policy_kit.COUNT)
     ]
-    connection = mail.get_connection()
+    connection = backend()
     elapsed = policy_kit.timed(lambda: connection.send_messages(messages))
     assert len(smtpd.messages) == policy_kit.COUNT
     rate = (policy_kit.COUNT - 1) / elapsed
@@ -104,11 +111,11 @@ def test_messages_per_connection_from_settings(
 
 def test_options_reach_the_backend(smtpd: SMTPServer, use_smtp: Callable[..., None]) -> None:
     use_smtp(smtpd, rate_limit=50, failover=[f"{smtpd.host}:{smtpd.port}"], requiretls=False)
-    backend: Any = mail.get_connection()
-    settings = backend.mailer_settings()
-    connection = backend.mailer.connection
+    first = backend()
+    settings = first.mailer_settings()
+    connection = first.mailer.connection
     assert connection.rate_limit is not None and connection.rate_limit.messages_per_second == 50
     assert connection.failover is not None
     # The same settings in a new backend (Django makes one per call): the same objects.
-    assert mail.get_connection().mailer.connection is connection  # type: ignore[attr-defined]
-    assert settings == mail.get_connection().mailer_settings()  # type: ignore[attr-defined]
+    assert backend().mailer.connection is connection
+    assert settings == backend().mailer_settings()
