@@ -21,9 +21,17 @@ Settings come from keyword arguments (the names of
 :class:`~smtp_backends.settings.MailerSettings`) and, for what they leave
 out, ``SMTP_BACKENDS_*`` environment variables (``SMTP_BACKENDS_HOST``,
 ``SMTP_BACKENDS_PORT``, ``SMTP_BACKENDS_USE_TLS=true``...), checked once,
-when the object is made. Pooled connections live on the
-:mod:`smtp_backends.bridge` loop (shared with any sync code of the process,
-fork-safe), open lazily, and are closed (QUIT) when the app shuts down.
+when the object is made. The policies are options too: ``Mail(dkim={...},
+rate_limit=14, failover=["a:587", "b:587"], proxy="socks5h://...",
+dsn={"notify": ["FAILURE"]}, requiretls=True, oauth="pkg.tokens.fetch")``,
+or ``SMTP_BACKENDS_RATE_LIMIT=14``, ``SMTP_BACKENDS_FAILOVER=a:587,b:587``,
+``SMTP_BACKENDS_DKIM={"domain": ..., "selector": ..., "key_file": ...}``
+(JSON for mappings and lists). One message's own DSN or REQUIRETLS: send an
+:class:`~smtp_backends.mailer.Outgoing` with ``dsn=`` / ``requiretls=``.
+
+Pooled connections live on the :mod:`smtp_backends.bridge` loop (shared
+with any sync code of the process, fork-safe), open lazily, and are closed
+(QUIT) when the app shuts down.
 
 This module imports no framework: the lifespan is a plain async context
 manager, and the dependency is the object itself (``Depends(mail)``).

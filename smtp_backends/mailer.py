@@ -23,11 +23,16 @@ Every adapter (Django, Flask, Celery, ASGI) sends through a :class:`Mailer`:
   (callables rendering a message as the previous one is on the wire), and
   ``on_result(index, outcome)`` hears of each message as its reply arrives.
 
-Where a policy goes: a new option is a field of :class:`MailerSettings`;
-what it does to a send belongs in :meth:`Mailer.deliver` (the one coroutine
-every send passes through, sync or async), e.g. signing each item before it
-is handed to the pool, or waiting for a rate limiter; an event hook is a
-callback called there with each item's outcome (where ``on_result`` is).
+Policies: the settings' policy options (DKIM, OAuth 2.0, rate limits,
+failover, proxy, DSN, REQUIRETLS) are checked with the settings; the
+objects that hold state (a rate limiter's buckets, failover cool-downs, an
+OAuth provider's token cache) are made here, once per process and settings
+value (:func:`live_connection`), and reach the pools and connections as
+their :class:`~smtp_backends.ConnectionConfig`: two equal settings share one
+limiter and one failover state. With every policy off, nothing is made and
+the settings' own connection config is used. An event hook is a callback
+called in :meth:`Mailer.deliver` with each item's outcome (where
+``on_result`` is).
 """
 
 from __future__ import annotations
@@ -47,13 +52,15 @@ from . import addresses, event_hooks
 from . import events as _events
 from .bridge import get_bridge, run_async, run_sync, shared_pool
 from .client import SMTP, BatchItem
+from .config import ConnectionConfig
 from .delivery import ResultCallback
 from .errors import SMTPException, SMTPProtocolError, SMTPResponseException, SMTPServerDisconnected
 from .pool import SMTPPool
+from .protocol.dsn import DSN
 from .protocol.transaction import Outcome
 from .settings import MailerSettings
 
-__all__ = ("Mailer", "MailerSlot", "Outgoing", "addr_spec", "get_mailer")
+__all__ = ("Mailer", "MailerSlot", "Outgoing", "addr_spec", "get_mailer", "live_connection")
 
 #: What a Mailer sends per message: a batch item, or an :class:`Outgoing`.
 Item = Union[BatchItem, "Outgoing"]
@@ -86,6 +93,9 @@ class Outgoing:
         sender / recipients / data: the envelope and the exact bytes.
         mail_options / rcpt_options: ESMTP parameters of MAIL FROM and of
             every RCPT TO.
+        dsn: this message's delivery status notifications (RFC 3461),
+            instead of the settings' ``dsn`` (None: the settings').
+        requiretls: REQUIRETLS for this message (RFC 8689; None: the settings').
     """
 
     sender: str
@@ -93,6 +103,8 @@ class Outgoing:
     data: bytes | str
     mail_options: Sequence[str] = ()
     rcpt_options: Sequence[str] = ()
+    dsn: DSN | None = None
+    requiretls: bool | None = None
 
 
 @dataclasses.dataclass
@@ -105,6 +117,33 @@ class _Live:
 
 
 _closing: set[asyncio.Task[None]] = set()
+
+# The connection configs with their stateful policy objects, one per settings
+# value in this process (a forked child makes its own: a parent's limiter or
+# token cache may hold a lock taken at the fork).
+_live_configs: dict[MailerSettings, ConnectionConfig] = {}
+_live_lock = threading.Lock()
+_live_pid = os.getpid()
+
+
+def live_connection(settings: MailerSettings) -> ConnectionConfig:
+    """``settings.connection`` with the objects of its stateful policies (a rate
+    limiter, failover cool-downs, an OAuth token provider), made once per process
+    and settings value; the settings' own config when there are none."""
+    global _live_pid
+    stateful = settings.stateful_policies
+    if not stateful:
+        return settings.connection
+    with _live_lock:
+        if _live_pid != os.getpid():
+            _inherited.append(list(_live_configs.values()))
+            _live_configs.clear()
+            _live_pid = os.getpid()
+        config = _live_configs.get(settings)
+        if config is None:
+            built = {keyword: spec.build() for keyword, spec in stateful.items()}
+            config = _live_configs[settings] = settings.connection.replace(**built)
+        return config
 
 
 def _start_close(pool: SMTPPool) -> None:
@@ -169,10 +208,20 @@ class Mailer:
         self._pool_factory = pool_factory
         # Replaced whole, never changed in place: readers need no lock.
         self._live: dict[bool, _Live] = {}
+        self._connection: tuple[int, ConnectionConfig] | None = None
 
     def __repr__(self) -> str:
         s = self.settings
         return f"<Mailer {s.host}:{s.connection.effective_port} scope={self.scope!r}>"
+
+    @property
+    def connection(self) -> ConnectionConfig:
+        """The connection config this Mailer sends with: the settings', with the
+        process's objects of their stateful policies (see :func:`live_connection`)."""
+        known = self._connection
+        if known is None or known[0] != os.getpid():
+            known = self._connection = (os.getpid(), live_connection(self.settings))
+        return known[1]
 
     # Pools -------------------------------------------------------------------
 
@@ -182,7 +231,7 @@ class Mailer:
             return self._pool_factory()
         s = self.settings
         return SMTPPool.from_config(
-            s.connection,
+            self.connection,
             max_connections=1 if ordered else max(1, s.pool_size),
             max_messages_per_connection=s.max_messages_per_connection,
             idle_timeout=s.idle_timeout,
@@ -294,7 +343,7 @@ class Mailer:
             if via is not None:
                 return await self._over(via, items, on_result)
             if not self.settings.pooled:
-                client = SMTP.from_config(self.settings.connection)
+                client = SMTP.from_config(self.connection)
                 await _connect(client)
                 try:
                     return await self._over(client, items, on_result)
@@ -360,13 +409,13 @@ class Mailer:
         Raises:
             OSError: the connection failed (it is closed).
         """
-        client = SMTP.from_config(self.settings.connection)
+        client = SMTP.from_config(self.connection)
         run_sync(_connect, client)
         return client
 
     async def aconnect(self) -> SMTP:
         """:meth:`connect` from any event loop."""
-        client = SMTP.from_config(self.settings.connection)
+        client = SMTP.from_config(self.connection)
         await run_async(_connect, client)
         return client
 
@@ -404,12 +453,18 @@ async def _one_by_one(
         try:
             ready: Any = item() if callable(item) else item
             if isinstance(ready, Outgoing):
+                per_message: dict[str, Any] = {}
+                if ready.dsn is not None:
+                    per_message["dsn"] = ready.dsn
+                if ready.requiretls is not None:
+                    per_message["requiretls"] = ready.requiretls
                 result = target.sendmail(
                     ready.sender,
                     ready.recipients,
                     ready.data,
                     mail_options=list(ready.mail_options),
                     rcpt_options=list(ready.rcpt_options),
+                    **per_message,
                 )
             elif isinstance(ready, tuple):
                 result = target.sendmail(*ready)

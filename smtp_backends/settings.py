@@ -28,6 +28,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import policies
 from .config import DEFAULT_TIMEOUT, ConnectionConfig
 
 __all__ = (
@@ -84,6 +85,14 @@ OPTIONS: dict[str, Option] = {
     "max_messages_per_connection": Option("count", minimum=1),
     "idle_timeout": Option("seconds"),
     "keep_order": Option("flag", optional=False),
+    # The production policies (smtp_backends.policies): plain data or the ready object.
+    "dkim": Option("dkim"),
+    "oauth": Option("oauth"),
+    "rate_limit": Option("rate_limit"),
+    "failover": Option("failover"),
+    "proxy": Option("proxy"),
+    "dsn": Option("dsn"),
+    "requiretls": Option("flag", optional=False),
 }
 
 _EXPECTED = {
@@ -121,6 +130,8 @@ def check_option(option: Option, value: Any, name: str, hint: str = "") -> Any:
         ValueError: a value out of range.
     """
     kind = option.kind
+    if kind in policies.KINDS:
+        return policies.check_policy(kind, value, name)
     if value is None:
         if option.optional:
             return None
@@ -187,6 +198,28 @@ class MailerSettings:
         idle_timeout: close a pooled connection idle this long (None: never).
         keep_order: send a list in order over one connection (False: spread
             it over up to ``pool_size`` connections).
+        dkim: DKIM-sign every message: a mapping (``domain``, ``selector``,
+            ``key_file`` or ``private_key``; or ``keys``, ``by_domain``,
+            ``headers``...) or a :class:`~smtp_backends.dkim.DKIMSigner`.
+        oauth: XOAUTH2 with tokens that refresh (``username`` is the
+            mailbox): a dotted path to a token function or provider, a
+            mapping (``provider``: ``google``, ``microsoft``, ``callable`` or
+            a factory's path) or a provider object.
+        rate_limit: messages per second (a number), or a mapping
+            (``messages_per_second``, ``recipients_per_minute``, ``burst``,
+            ``redis_url``, ``key``...), or a :class:`~smtp_backends.ratelimit.RateLimiter`.
+        failover: hosts in order (``["smtp1:587", "smtp2:587"]``, or a mapping
+            with ``hosts`` and ``cooldown``), or a :class:`~smtp_backends.failover.Failover`;
+            ``host`` is then not used for connecting.
+        proxy: a proxy URL (``socks5h://...``, ``http://...``) or an
+            :class:`~smtp_backends.proxy.SMTPProxy`.
+        dsn: the delivery status notifications every message asks for (a
+            mapping: ``notify``, ``ret``...; or a :class:`~smtp_backends.protocol.dsn.DSN`).
+        requiretls: send every message with REQUIRETLS (RFC 8689).
+
+    Policies given as plain data are checked here; the objects holding state
+    (a rate limiter, failover cool-downs, a token cache) are made once per
+    process and settings value by the :class:`~smtp_backends.mailer.Mailer`.
 
     Raises:
         TypeError / ValueError: see :func:`check_option` and :class:`ConnectionConfig`.
@@ -211,6 +244,13 @@ class MailerSettings:
     max_messages_per_connection: int | None = None
     idle_timeout: float | None = 60.0
     keep_order: bool = True
+    dkim: Any = None
+    oauth: Any = dataclasses.field(default=None, repr=False)
+    rate_limit: Any = None
+    failover: Any = None
+    proxy: Any = None
+    dsn: Any = None
+    requiretls: bool = False
     #: The core's connection settings, made once (not part of equality).
     connection: ConnectionConfig = dataclasses.field(
         init=False, repr=False, compare=False, hash=False
@@ -229,11 +269,21 @@ class MailerSettings:
                 "cannot both be set."
             )
         login = bool(self.username and self.password)
+        if self.oauth is not None:
+            if self.password:
+                raise ValueError(
+                    f"{name('password')} and {name('oauth')} cannot both be set: "
+                    "XOAUTH2 logs in with a token instead of a password."
+                )
+            if not self.username:
+                raise ValueError(f"{name('oauth')} needs {name('username')} (the mailbox).")
+        ready = policies.ready
         return ConnectionConfig(
             hostname=self.host,
             port=self.port,
-            username=self.username if login else None,
+            username=self.username if login or self.oauth is not None else None,
             password=self.password if login else None,
+            oauth_token_generator=ready(self.oauth),
             local_hostname=self.local_hostname,
             timeout=self.timeout,
             use_tls=self.use_ssl,
@@ -245,7 +295,24 @@ class MailerSettings:
             cert_bundle=self.cert_bundle,
             pipelining=self.pipelining,
             allow_insecure_auth=self.allow_insecure_auth,
+            dkim=ready(self.dkim),
+            rate_limit=ready(self.rate_limit),
+            failover=ready(self.failover),
+            proxy=self.proxy,
+            dsn=self.dsn,
+            requiretls=self.requiretls,
         )
+
+    @property
+    def stateful_policies(self) -> dict[str, policies.PolicySpec]:
+        """The policies whose objects are made once per process (by the Mailer),
+        by :class:`~smtp_backends.ConnectionConfig` keyword."""
+        found = {}
+        for field, keyword in _STATEFUL.items():
+            value = getattr(self, field)
+            if isinstance(value, policies.PolicySpec) and value.stateful:
+                found[keyword] = value
+        return found
 
     @classmethod
     def from_options(
@@ -302,6 +369,10 @@ class MailerSettings:
         for field, option in OPTIONS.items():
             text = environ.get(prefix + field.upper())
             if text is not None and text.strip() and option.kind != "context":
+                if option.kind in policies.KINDS:
+                    name = prefix + field.upper()
+                    options[field] = policies.parse_policy_text(option.kind, text.strip(), name)
+                    continue
                 options[field] = _parse(option, text.strip(), prefix + field.upper())
         options.update({k: v for k, v in overrides.items() if v is not None})
         names = {field: prefix + field.upper() for field in OPTIONS}
@@ -316,6 +387,10 @@ class MailerSettings:
     def pooled(self) -> bool:
         """Whether sends borrow the process's pooled connections (``pool_size`` > 0)."""
         return self.pool_size > 0
+
+
+# The policy options whose plain data makes objects with state, by ConnectionConfig keyword.
+_STATEFUL = {"oauth": "oauth_token_generator", "rate_limit": "rate_limit", "failover": "failover"}
 
 
 class SettingsMemo:

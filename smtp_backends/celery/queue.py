@@ -15,6 +15,7 @@ from celery.utils.dispatch import Signal
 from smtp_backends import SMTPPool
 from smtp_backends.bridge import shutdown
 from smtp_backends.mailer import Mailer
+from smtp_backends.policies import check_pool_keywords, live_pool_keywords
 from smtp_backends.settings import MailerSettings
 
 from .messages import (
@@ -74,7 +75,10 @@ class SMTPQueue:
     Args:
         app: your Celery app.
         smtp: :class:`~smtp_backends.SMTPPool` keywords (``hostname``, ``port``,
-            ``start_tls``, ``username``, ``password``, ``max_connections``...),
+            ``start_tls``, ``username``, ``password``, ``max_connections``...;
+            the policies ``dkim``, ``oauth_token_generator``, ``rate_limit``,
+            ``failover``, ``proxy`` and ``dsn`` also as plain data, their
+            objects made once per worker process), :class:`MailerSettings`,
             or a callable ``(profile) -> SMTPPool`` called once per worker
             process and profile.
         name: the task name (one app may have several queues under other names).
@@ -115,7 +119,10 @@ class SMTPQueue:
         if retry_backoff < 0 or retry_backoff_max < 0:
             raise ValueError("retry_backoff and retry_backoff_max must be >= 0")
         if isinstance(smtp, Mapping):
-            SMTPPool(**smtp)  # invalid settings fail here, not in the first task
+            smtp = check_pool_keywords(smtp, "smtp")
+            # Invalid settings fail here, not in the first task (nothing with
+            # state is made: a worker makes its own).
+            SMTPPool(**live_pool_keywords(smtp, build=False))
         elif not (isinstance(smtp, MailerSettings) or callable(smtp)):
             raise TypeError(
                 "smtp must be MailerSettings, a mapping of SMTPPool keywords or a callable"
@@ -138,6 +145,8 @@ class SMTPQueue:
         self._dedupe: DedupeStore | bool | None = dedupe
         self._dedupe_lock = threading.Lock()
         self._mailers: dict[str | None, Mailer] = {}
+        # The pool keywords with the policies' objects, made once per process.
+        self._live_keywords: tuple[int, dict[str, Any]] | None = None
 
         queue_object = self
 
@@ -278,7 +287,11 @@ class SMTPQueue:
         if isinstance(self._smtp, MailerSettings):
             return Mailer(self._smtp).make_pool()
         if isinstance(self._smtp, Mapping):
-            return SMTPPool(**self._smtp)
+            with self._dedupe_lock:
+                live = self._live_keywords
+                if live is None or live[0] != os.getpid():
+                    live = self._live_keywords = (os.getpid(), live_pool_keywords(self._smtp))
+            return SMTPPool(**live[1])
         pool = self._smtp(profile)
         if not isinstance(pool, SMTPPool):
             raise TypeError(f"the smtp factory returned {type(pool).__name__}, not an SMTPPool")

@@ -95,6 +95,12 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             Django's ``BaseEmailBackend`` (which rejects unknown MAILERS
             options).
 
+    The policies are options too (keywords, OPTIONS keys under MAILERS):
+    ``dkim``, ``oauth``, ``rate_limit``, ``max_messages_per_connection``,
+    ``failover``, ``proxy``, ``dsn`` and ``requiretls``, as plain data or
+    ready objects (see :class:`~smtp_backends.settings.MailerSettings` and
+    the README's policy table).
+
     Under EMAIL_BACKEND the options from ``pool_size`` on may also come from
     the ``SMTP_BACKENDS_OPTIONS`` setting (a dict); keywords win.
 
@@ -142,6 +148,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
                 ": configure it in MAILERS.)",
                 config.RemovedInDjango2028Warning,
             )
+        policies = config.pop_policies(kwargs)
         # Django 6.1's base class validates the remaining keywords (unknown
         # MAILERS options are an error); 5.2's ignores them, as in Django.
         super().__init__(**kwargs)
@@ -170,6 +177,7 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             "local_hostname": local_hostname,
             "keep_order": keep_order,
             "smtputf8": smtputf8,
+            **policies,
         }
         try:
             own = config.own_options(given, legacy)
@@ -212,6 +220,8 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             self.smtputf8: bool = check_option(
                 OPTIONS["keep_order"], own["smtputf8"], config.own_option_name("smtputf8", legacy)
             )
+            for name in config.POLICY_OPTIONS:
+                setattr(self, name, own[name])
             self.mailer_settings()  # validate everything now, not at the first send
         except (ValueError, TypeError) as exc:
             if legacy or isinstance(exc, config.InvalidMailer):
@@ -344,6 +354,8 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         messages before one that cannot be prepared are sent, it raises, and
         the ones after it are not sent.
         """
+        if any(hasattr(m, "dsn") or hasattr(m, "requiretls") for m in messages):
+            return config.outgoing_items(messages, self._envelope)  # their own DSN/REQUIRETLS
         if len(messages) > 1:
             batch = LazyBatch(self._envelope)
             return [batch.item(message) for message in messages], None

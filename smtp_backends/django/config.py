@@ -19,14 +19,19 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.utils import DNS_NAME
 
 from smtp_backends import ConnectionConfig
+from smtp_backends.mailer import Item, Outgoing
+from smtp_backends.policies import check_policy
 from smtp_backends.settings import OPTIONS, MailerSettings
 
 __all__ = (
     "HAS_MAILERS",
     "OPTIONS_SETTING",
+    "POLICY_OPTIONS",
+    "delivery_options",
     "has_mailers_setting",
     "mailer_error",
     "mailer_settings",
+    "outgoing_items",
     "own_options",
 )
 
@@ -58,10 +63,23 @@ OWN_OPTIONS: dict[str, Any] = {
     "keep_order": True,
     "smtputf8": False,
 }
+#: The policy options (plain data or ready objects, see smtp_backends.policies):
+#: OPTIONS keys under MAILERS, SMTP_BACKENDS_OPTIONS keys or backend keywords.
+POLICY_OPTIONS: dict[str, Any] = {
+    "dkim": None,
+    "oauth": None,
+    "rate_limit": None,
+    "max_messages_per_connection": None,
+    "failover": None,
+    "proxy": None,
+    "dsn": None,
+    "requiretls": False,
+}
+OWN_OPTIONS.update(POLICY_OPTIONS)
 
 #: The backend's attribute for each MailerSettings field it sets.
 ATTRIBUTES = {
-    **{field: field for field in OPTIONS if field != "max_messages_per_connection"},
+    **{field: field for field in OPTIONS},
     "ssl_context": "tls_context",
 }
 # EMAIL_BACKEND configuration: the setting each stock keyword defaults to.
@@ -209,8 +227,55 @@ def own_option_name(option: str, legacy: bool) -> str:
 
 
 def _legacy_name(field: str) -> str:
+    if field in POLICY_OPTIONS:
+        return f"{OPTIONS_SETTING}[{field!r}]"
     return _LEGACY_NAMES.get(field, ATTRIBUTES[field])
+
+
+def pop_policies(keywords: dict[str, Any]) -> dict[str, Any]:
+    """The policy options among a backend's keywords, taken out of them."""
+    return {name: keywords.pop(name) for name in POLICY_OPTIONS if name in keywords}
 
 
 def _option_name(field: str) -> str:
     return f"OPTIONS[{ATTRIBUTES[field]!r}]"
+
+
+def delivery_options(message: Any) -> dict[str, Any]:
+    """A Django message's own DSN and REQUIRETLS: its ``dsn`` / ``requiretls`` attributes.
+
+    ``message.dsn`` takes what the ``dsn`` option takes (``{"notify": ["FAILURE"],
+    "ret": "HDRS"}``, ``"FAILURE,DELAY"`` or a DSN) and replaces it for that
+    message; ``message.requiretls = True`` asks for REQUIRETLS (RFC 8689).
+
+    Raises:
+        TypeError / ValueError: an invalid value, naming the attribute.
+    """
+    options: dict[str, Any] = {}
+    dsn = getattr(message, "dsn", None)
+    if dsn is not None:
+        options["dsn"] = check_policy("dsn", dsn, "EmailMessage.dsn")
+    requiretls = getattr(message, "requiretls", None)
+    if requiretls is not None:
+        if not isinstance(requiretls, bool):
+            raise TypeError(f"EmailMessage.requiretls must be True or False, not {requiretls!r}.")
+        options["requiretls"] = requiretls
+    return options
+
+
+def outgoing_items(
+    messages: list[Any], envelope: Callable[[Any], Any]
+) -> tuple[list[Item], Exception | None]:
+    """Messages with their own DSN/REQUIRETLS, each rendered now as an :class:`Outgoing`.
+
+    As for any list: the messages before one that cannot be prepared are sent,
+    its error is returned, and the ones after it are not sent.
+    """
+    items: list[Item] = []
+    try:
+        for message in messages:
+            sender, recipients, data = envelope(message)
+            items.append(Outgoing(sender, recipients, data, **delivery_options(message)))
+    except Exception as exc:
+        return items, exc
+    return items, None

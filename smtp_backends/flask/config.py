@@ -46,6 +46,14 @@ KEYS = {
     "pool_size": "MAIL_POOL_SIZE",
     "max_emails": "MAIL_MAX_EMAILS",
     "pool_idle_timeout": "MAIL_POOL_IDLE_TIMEOUT",
+    # The policies (plain data or ready objects; see smtp_backends.policies).
+    "dkim": "MAIL_DKIM",
+    "oauth": "MAIL_OAUTH",
+    "rate_limit": "MAIL_RATE_LIMIT",
+    "failover": "MAIL_FAILOVER",
+    "proxy": "MAIL_PROXY",
+    "dsn": "MAIL_DSN",
+    "requiretls": "MAIL_REQUIRETLS",
 }
 # The defaults that differ from the sending layer's (Flask-Mail's, and ours).
 _DEFAULTS = {"server": "127.0.0.1", "timeout": 60.0, "pool_size": 4, "pool_idle_timeout": 60.0}
