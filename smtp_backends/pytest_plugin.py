@@ -1,0 +1,118 @@
+"""The pytest plugin: fixtures for tests that send real mail to a local capture server.
+
+pytest loads it by itself once smtp_backends is installed (entry point
+``pytest11``). It defines fixtures and nothing else: no hook, no option, no
+autouse fixture, no import of a framework or a server until a test asks for
+one of these fixtures. ``-p no:smtp_backends`` turns it off.
+
+Fixtures:
+
+* ``smtp_capture_server``: a :class:`~smtp_backends.testing.CaptureServer` in a
+  thread of its own (works for sync and async tests).
+* ``smtp_outbox``: an :class:`~smtp_backends.testkit.Outbox` on it; after the
+  test the process's pooled connections are shut down (they QUIT while the
+  server listens) and whatever ``outbox.use_django()``, ``use_flask(app)`` or
+  ``use_asgi(mail)`` changed is restored.
+* ``django_smtp_outbox``: ``smtp_outbox`` with Django's default mailer
+  pointed at it (``MAILERS['default']`` on Django 6.1, else ``EMAIL_*``),
+  in place of the ``locmem`` backend the test runner installs.
+* ``async_smtp_capture_server`` / ``async_smtp_outbox``: the same on the
+  test's own event loop (they need pytest-asyncio); wait with
+  ``await outbox.await_for(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from smtp_backends.testing import CaptureServer
+    from smtp_backends.testkit import Outbox
+
+__all__ = (
+    "async_smtp_capture_server",
+    "async_smtp_outbox",
+    "django_smtp_outbox",
+    "smtp_capture_server",
+    "smtp_outbox",
+)
+
+
+@pytest.fixture
+def smtp_capture_server() -> Iterator[CaptureServer]:
+    """A capture server on 127.0.0.1 (a free port), in a thread of its own."""
+    from smtp_backends.testing import CaptureServer
+
+    with CaptureServer().running() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_outbox(smtp_capture_server: CaptureServer) -> Iterator[Outbox]:
+    """The mail ``smtp_capture_server`` receives during the test.
+
+    Point an application at it with ``smtp_outbox.use_django()``,
+    ``use_flask(app)`` or ``use_asgi(mail)`` (or ``smtp_outbox.host`` and
+    ``.port``); after the test pooled connections are closed and the
+    settings restored.
+    """
+    from smtp_backends.testkit import Outbox
+
+    outbox = Outbox(smtp_capture_server)
+    try:
+        yield outbox
+    finally:
+        outbox.close()
+
+
+@pytest.fixture
+def django_smtp_outbox(smtp_outbox: Outbox) -> Outbox:
+    """``smtp_outbox`` with Django's default mailer sending to it for this test."""
+    return smtp_outbox.use_django()
+
+
+def _async_fixtures() -> tuple[Any, Any]:
+    try:
+        import pytest_asyncio
+    except ImportError:
+
+        @pytest.fixture(name="async_smtp_capture_server")
+        def no_server() -> None:
+            """Needs pytest-asyncio (``pip install pytest-asyncio``)."""
+            pytest.fail("async_smtp_capture_server needs pytest-asyncio", pytrace=False)
+
+        @pytest.fixture(name="async_smtp_outbox")
+        def no_outbox() -> None:
+            """Needs pytest-asyncio (``pip install pytest-asyncio``)."""
+            pytest.fail("async_smtp_outbox needs pytest-asyncio", pytrace=False)
+
+        return no_server, no_outbox
+
+    @pytest_asyncio.fixture
+    async def async_smtp_capture_server() -> AsyncIterator[CaptureServer]:
+        """A capture server on the test's event loop."""
+        from smtp_backends.testing import CaptureServer
+
+        async with CaptureServer() as server:
+            yield server
+
+    @pytest_asyncio.fixture
+    async def async_smtp_outbox(
+        async_smtp_capture_server: CaptureServer,
+    ) -> AsyncIterator[Outbox]:
+        """The mail ``async_smtp_capture_server`` receives; ``await outbox.await_for(...)``."""
+        from smtp_backends.testkit import Outbox
+
+        outbox = Outbox(async_smtp_capture_server)
+        try:
+            yield outbox
+        finally:
+            await outbox.aclose()
+
+    return async_smtp_capture_server, async_smtp_outbox
+
+
+async_smtp_capture_server, async_smtp_outbox = _async_fixtures()
