@@ -167,7 +167,8 @@ class ReceivedMail(StoredMessage):
     ) -> Attachment:
         """Assert an attachment called ``filename`` exists (with this type and content).
 
-        ``content`` as a str is compared with the payload decoded as UTF-8.
+        ``content`` as a str is compared with the payload decoded as UTF-8, with
+        CRLF line endings (what SMTP delivers a text part with) read as LF.
         Returns the attachment. Raises AssertionError listing the attachments.
         """
         found = [a for a in self.attachments if _matches(filename, a.filename, exact=True)]
@@ -182,7 +183,7 @@ class ReceivedMail(StoredMessage):
         if content is not None:
             payload: Any = attachment.payload
             if isinstance(content, str):
-                payload = payload.decode("utf-8", "replace")
+                payload = payload.decode("utf-8", "replace").replace("\r\n", "\n")
             if payload != content:
                 raise AssertionError(
                     f"{attachment.filename} holds {payload[:200]!r}, expected {content[:200]!r}"
