@@ -17,6 +17,9 @@ from typing import Any
 
 from smtp_backends.settings import ENV_PREFIX, OPTIONS, MailerSettings
 
+#: Shown for "no value" (an en dash).
+NONE = "\u2013"
+
 _MARKER = re.compile(r"^<!-- settings-table: (\w+) -->$", re.M)
 
 
@@ -49,7 +52,7 @@ def _default(field: str) -> Any:
 
 
 def _shown(value: Any) -> str:
-    return "–" if value is None or value is dataclasses.MISSING else f"`{value!r}`"
+    return NONE if value is None or value is dataclasses.MISSING else f"`{value!r}`"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -65,7 +68,7 @@ def mailer_table() -> str:
         [
             f"`{field}`",
             # An SSLContext cannot come from text.
-            "–" if option.kind == "context" else f"`{ENV_PREFIX}{field.upper()}`",
+            NONE if option.kind == "context" else f"`{ENV_PREFIX}{field.upper()}`",
             _shown(_default(field)),
             about[field],
         ]

@@ -13,9 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import importlib.util
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -183,24 +181,3 @@ def test_settings_tables_list_every_option() -> None:
     page = hooks.on_page_markdown("a\n<!-- settings-table: flask -->\nb")
     assert page == f"a\n{flask}\nb"
     assert (DOCS / "settings.md").read_text().count("<!-- settings-table:") == 3
-
-
-# --------------------------------------------------------------------------- the build
-
-
-def test_the_site_builds_strictly(tmp_path: Path) -> None:
-    """``mkdocs build --strict``: a broken link, a missing page or a bad reference fails."""
-    pytest.importorskip("mkdocs", reason="the docs build needs the docs dependency group")
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    testing = (tmp_path / "testing" / "index.html").read_text()
-    assert "smtp_outbox" in testing
-    settings = (tmp_path / "settings" / "index.html").read_text()
-    assert "SMTP_BACKENDS_OPTIONS" in settings and "MAIL_POOL_SIZE" in settings
