@@ -3,7 +3,9 @@
 pytest loads it by itself once smtp_backends is installed (entry point
 ``pytest11``). It defines fixtures and nothing else: no hook, no option, no
 autouse fixture, no import of a framework or a server until a test asks for
-one of these fixtures. ``-p no:smtp_backends`` turns it off.
+one of these fixtures; and it keeps pytest from rewriting the package's own
+modules, which pytest does to every plugin's distribution (see
+:func:`_leave_the_package_unrewritten`). ``-p no:smtp_backends`` turns it off.
 
 Fixtures:
 
@@ -23,6 +25,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,32 @@ __all__ = (
     "smtp_capture_server",
     "smtp_outbox",
 )
+
+
+def _leave_the_package_unrewritten() -> None:
+    """Undo pytest's marking of this package for assertion rewriting.
+
+    pytest rewrites every module of a distribution that declares a ``pytest11``
+    entry point, so merely installing smtp_backends would change how pytest
+    imports it in every project: its modules would load through pytest's
+    import hook, which, for one, cannot serve ``runpy`` (``python -m``-style
+    runs of ``smtp_backends`` inside a test). The test kit raises its own
+    AssertionErrors and needs no rewriting, so the package's modules imported
+    from here on load as they do outside pytest. Only private attributes of
+    pytest's hook are touched, and only if they are there.
+    """
+    for finder in sys.meta_path:
+        marked = getattr(finder, "_must_rewrite", None)
+        if type(finder).__name__ != "AssertionRewritingHook" or not isinstance(marked, set):
+            continue
+        marked.discard("smtp_backends")
+        cache = getattr(finder, "_marked_for_rewrite_cache", None)
+        if isinstance(cache, dict):
+            for name in [name for name in cache if name.split(".")[0] == "smtp_backends"]:
+                del cache[name]
+
+
+_leave_the_package_unrewritten()
 
 
 @pytest.fixture

@@ -62,7 +62,9 @@ def test_example_sets_match_the_pages() -> None:
 def test_fresh_install_runs_each_documented_example(
     clone: Path, fresh_venv: Path, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+    # Nothing of this process's environment that would point the new one elsewhere.
+    leaks = {"VIRTUAL_ENV", "PYTHONPATH", "DJANGO_SETTINGS_MODULE", "PYTEST_ADDOPTS"}
+    env = {k: v for k, v in os.environ.items() if k not in leaks}
     env["PATH"] = f"{fresh_venv}{os.pathsep}{env.get('PATH', '')}"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     for name in ORDER:

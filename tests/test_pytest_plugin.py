@@ -7,11 +7,12 @@ example (docs/testing/*.md) runs unchanged.
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
 
-from tests.test_docs_pages import EXAMPLES, example
+from tests.test_docs_pages import EXAMPLES, ROOT, example
 
 pytest_plugins = ["pytester"]
 
@@ -22,19 +23,34 @@ def run(pytester: pytest.Pytester, *args: str, inprocess: bool = False) -> pytes
     A fresh interpreter for Django settings and for counting threads and modules; in
     this process where the plugin's own lines should count towards coverage.
     """
-    if inprocess:
-        return pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
+    with pytest.MonkeyPatch.context() as patch:
+        # pytest-django reads this before its ini option: the outer suite's must not leak in.
+        patch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+        if inprocess:
+            # The outer run's Django (set up by pytest-django) stays out of the inner run.
+            return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:django", *args)
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
+
+
+def readme_test_example() -> str:
+    """The README's "Testing with real mail" example (a test of the Django example's project)."""
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Testing with real mail\n.*?(?=^## |\Z)", readme, re.M | re.S)
+    assert section, "README.md has no '## Testing with real mail' section"
+    [block] = re.findall(r"```python\n(.*?)```", section.group(0), re.S)
+    return block
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_documented_example_passes_unchanged(pytester: pytest.Pytester, name: str) -> None:
     _, files = example(name)
+    if name == "django":  # the README's example runs on the same project
+        files["test_readme.py"] = readme_test_example()
     for filename, text in files.items():
         (pytester.path / filename).write_text(text)
     # The plain asyncio example in this process: the async fixtures count for coverage.
     result = run(pytester, inprocess=name == "asyncio")
-    result.assert_outcomes(passed=EXAMPLES[name])
+    result.assert_outcomes(passed=EXAMPLES[name] + (name == "django"))
 
 
 def test_unused_plugin_starts_and_imports_nothing(pytester: pytest.Pytester) -> None:
@@ -54,6 +70,32 @@ def test_unused_plugin_starts_and_imports_nothing(pytester: pytest.Pytester) -> 
         """
     )
     run(pytester).assert_outcomes(passed=1)
+
+
+def test_the_package_is_imported_as_outside_pytest(pytester: pytest.Pytester) -> None:
+    """pytest would rewrite every module of a plugin's distribution; the plugin undoes that."""
+    pytester.makepyfile(
+        """
+        import importlib.util
+        import runpy
+        import sys
+
+        import pytest
+
+        def test_loaders():
+            for name in ("smtp_backends.__main__", "smtp_backends.testkit.outbox"):
+                loader = importlib.util.find_spec(name).loader
+                assert type(loader).__name__ == "SourceFileLoader", (name, loader)
+
+        def test_runpy(monkeypatch, capsys):
+            monkeypatch.setattr(sys, "argv", ["smtp_backends", "--help"])
+            with pytest.raises(SystemExit) as exit_info:
+                runpy.run_module("smtp_backends", run_name="__main__", alter_sys=True)
+            assert exit_info.value.code == 0
+            assert "devserver" in capsys.readouterr().out
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
 
 
 def test_fixtures_are_listed_and_the_plugin_can_be_turned_off(
