@@ -1,6 +1,6 @@
 """The test kit: a capture server, an outbox to wait for mail and assert on it.
 
-Most projects use it through the pytest plugin (:mod:`smtp_backends.pytest_plugin`,
+Most projects use it through the pytest plugin (module ``pytest_smtp_backends``,
 fixtures ``smtp_outbox``, ``async_smtp_outbox``, ``django_smtp_outbox``...), which
 pytest loads by itself once this package is installed. Without pytest::
 

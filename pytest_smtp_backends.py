@@ -1,11 +1,14 @@
-"""The pytest plugin: fixtures for tests that send real mail to a local capture server.
+"""smtp_backends' pytest plugin: fixtures for tests that send real mail to a capture server.
 
 pytest loads it by itself once smtp_backends is installed (entry point
-``pytest11``). It defines fixtures and nothing else: no hook, no option, no
-autouse fixture, no import of a framework or a server until a test asks for
-one of these fixtures; and it keeps pytest from rewriting the package's own
-modules, which pytest does to every plugin's distribution (see
-:func:`_leave_the_package_unrewritten`). ``-p no:smtp_backends`` turns it off.
+``pytest11``, named ``smtp_backends``). It defines fixtures and nothing else:
+no hook, no option, no autouse fixture, and no import of smtp_backends, of a
+framework or of a server until a test asks for one of these fixtures. That is
+why it is a module of its own, outside the package: importing it costs
+nothing, and it keeps pytest from rewriting the package's modules, which
+pytest does to every plugin's distribution (see
+:func:`_leave_the_package_unrewritten`). ``-p no:smtp_backends`` turns it off;
+with plugin autoloading disabled, ``-p pytest_smtp_backends`` turns it on.
 
 Fixtures:
 
@@ -45,16 +48,17 @@ __all__ = (
 
 
 def _leave_the_package_unrewritten() -> None:
-    """Undo pytest's marking of this package for assertion rewriting.
+    """Undo pytest's marking of smtp_backends for assertion rewriting.
 
     pytest rewrites every module of a distribution that declares a ``pytest11``
     entry point, so merely installing smtp_backends would change how pytest
     imports it in every project: its modules would load through pytest's
     import hook, which, for one, cannot serve ``runpy`` (``python -m``-style
     runs of ``smtp_backends`` inside a test). The test kit raises its own
-    AssertionErrors and needs no rewriting, so the package's modules imported
-    from here on load as they do outside pytest. Only private attributes of
-    pytest's hook are touched, and only if they are there.
+    AssertionErrors and needs no rewriting; as this runs before anything of
+    smtp_backends is imported, the package loads as it does outside pytest.
+    Only private attributes of pytest's hook are touched, and only if they
+    are there.
     """
     for finder in sys.meta_path:
         marked = getattr(finder, "_must_rewrite", None)
