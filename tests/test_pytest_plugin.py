@@ -175,7 +175,7 @@ def test_django_settings_are_restored_after_the_test(pytester: pytest.Pytester) 
 
         def test_another_alias(smtp_outbox):
             if not HAS_MAILERS:
-                with pytest.raises(ValueError, match="needs the MAILERS setting"):
+                with pytest.raises(ValueError, match="needs Django 6.1.s MAILERS setting"):
                     smtp_outbox.use_django(alias="bulk")
                 return
             smtp_outbox.use_django(alias="bulk")
@@ -195,6 +195,36 @@ def test_django_settings_are_restored_after_the_test(pytester: pytest.Pytester) 
     )
     pytester.makeini("[pytest]\nDJANGO_SETTINGS_MODULE = settings\npythonpath = .\n")
     run(pytester).assert_outcomes(passed=3)
+
+
+def test_django_project_without_mailers(pytester: pytest.Pytester) -> None:
+    """A project still on EMAIL_BACKEND: on 6.1 the test gets a MAILERS, with no warning."""
+    pytester.makepyfile(
+        settings="""
+        SECRET_KEY = "x"
+        EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+        """,
+        test_legacy="""
+        from django.conf import settings
+        from django.core import mail
+        from smtp_backends.django.config import HAS_MAILERS
+
+        def test_pointed(django_smtp_outbox):
+            mail.send_mail("Hi", "body", "a@example.com", ["b@example.com"])
+            django_smtp_outbox.wait_for(subject="Hi")
+            assert hasattr(settings, "MAILERS") == HAS_MAILERS
+
+        def test_after():
+            assert not hasattr(settings, "MAILERS")
+            assert settings.EMAIL_BACKEND == "django.core.mail.backends.locmem.EmailBackend"
+        """,
+    )
+    pytester.makeini(
+        "[pytest]\nDJANGO_SETTINGS_MODULE = settings\npythonpath = .\n"
+        "filterwarnings =\n    error\n    ignore:The EMAIL_BACKEND setting is deprecated\n"
+        "    ignore:.*asyncio_default_fixture_loop_scope\n"
+    )
+    run(pytester).assert_outcomes(passed=2)
 
 
 def test_flask_state_is_restored_and_errors_are_clear(pytester: pytest.Pytester) -> None:

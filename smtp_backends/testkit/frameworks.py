@@ -5,10 +5,12 @@ and sends through the real path (this package's backend, extension or
 Mailer), never a framework's in-memory test backend:
 
 * :func:`use_django`: Django's test runner and pytest-django swap every
-  mailer for ``locmem`` in tests. Under Django 6.1's ``MAILERS`` the alias is
+  mailer for ``locmem`` in tests. On Django 6.1+ the alias of ``MAILERS`` is
   replaced by ``smtp_backends.django.AsyncSMTPBackend`` with the server's
-  ``host`` and ``port`` (the other aliases are kept); without ``MAILERS``
-  (Django 5.2) ``EMAIL_BACKEND`` and the ``EMAIL_*`` connection settings are.
+  ``host`` and ``port`` (the other aliases are kept; a project still on
+  ``EMAIL_BACKEND`` gets a ``MAILERS`` for the test, as overriding the
+  deprecated ``EMAIL_*`` settings would warn); on Django 5.2
+  ``EMAIL_BACKEND`` and the ``EMAIL_*`` connection settings are replaced.
 * :func:`use_flask`: the app's ``MAIL_*`` state (server, port, no TLS, no
   login, sending not suppressed even under ``TESTING``).
 * :func:`use_asgi`: a :class:`smtp_backends.asgi.Mail`'s settings.
@@ -36,21 +38,21 @@ def use_django(host: str, port: int, *, alias: str = "default") -> Iterator[None
     """Django's mail (the ``alias`` mailer) goes to ``host:port`` inside the block.
 
     Raises:
-        ValueError: an ``alias`` other than ``"default"`` without ``MAILERS``.
+        ValueError: an ``alias`` other than ``"default"`` before Django 6.1.
     """
     from django.conf import settings
     from django.test import override_settings
 
-    from smtp_backends.django.config import has_mailers_setting
+    from smtp_backends.django.config import HAS_MAILERS
 
     overrides: dict[str, Any]
-    if has_mailers_setting():
+    if HAS_MAILERS:
         options = {"host": host, "port": port}
-        mailers = dict(settings.MAILERS)
+        mailers = dict(getattr(settings, "MAILERS", {}))
         mailers[alias] = {"BACKEND": DJANGO_BACKEND, "OPTIONS": options}
         overrides = {"MAILERS": mailers}
     elif alias != "default":
-        raise ValueError(f"mailer alias {alias!r} needs the MAILERS setting (Django 6.1+)")
+        raise ValueError(f"mailer alias {alias!r} needs Django 6.1's MAILERS setting")
     else:
         overrides = {
             "EMAIL_BACKEND": DJANGO_BACKEND,
