@@ -258,7 +258,7 @@ def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        missing("Playwright for Python is not installed (pip install -e '.[dev]')")
+        missing("Playwright for Python is not installed (pip install --group dev -e .)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(executable), args=list(CHROMIUM_ARGS), headless=True

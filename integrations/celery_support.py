@@ -42,7 +42,7 @@ def missing_requirements() -> str | None:
         try:
             __import__(module)
         except ImportError:
-            return f"the Python package {module!r} is not installed (pip install -e '.[dev]')"
+            return f"the Python package {module!r} is not installed (pip install --group dev -e .)"
     return None
 
 

@@ -2,7 +2,8 @@
 # Sourced by scripts/test and scripts/demo (not executable on its own).
 #
 # Moves to the repository root and makes sure .venv exists and holds the package
-# (editable) with its development extras. Afterwards $VENV_BIN points at .venv/bin.
+# (editable) with its development dependencies (the `dev` dependency group of
+# pyproject.toml, PEP 735). Afterwards $VENV_BIN points at .venv/bin.
 # Set PYTHON=/path/to/python to choose the interpreter used to create .venv.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +30,7 @@ _pick_python() {
 }
 
 # _ensure_venv DIR PYTHON: DIR holds a virtualenv made with PYTHON, with the package
-# (editable) and its development extras, re-installed when pyproject.toml changes.
+# (editable) and the `dev` dependency group, re-installed when pyproject.toml changes.
 _ensure_venv() {
     local dir="$1" base_python="$2"
     local bin="$dir/bin" stamp="$dir/.smtp-backends-installed"
@@ -53,9 +54,11 @@ PY
         return 0
     fi
 
-    echo "==> installing smtp-backends[dev] into $(basename "$dir")"
+    echo "==> installing smtp-backends and its dev dependency group into $(basename "$dir")"
     rm -f "$stamp"
-    "$bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+    # Dependency groups (PEP 735) need pip >= 25.1; a fresh venv may hold an older pip.
+    "$bin/python" -m pip install -q --disable-pip-version-check --upgrade 'pip>=25.1'
+    "$bin/python" -m pip install -q --disable-pip-version-check --group dev -e .
     printf '%s\n' "$wanted" >"$stamp"
 }
 

@@ -101,6 +101,7 @@ class CaptureServer:
         #: How many connections were accepted so far.
         self.connections = 0
         self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     def __repr__(self) -> str:
@@ -113,10 +114,16 @@ class CaptureServer:
             return self._requested_port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the server runs on (None before :meth:`start`)."""
+        return self._loop
+
     # Running on the caller's loop ---------------------------------------
 
     async def start(self) -> None:
         """Start listening on the running event loop."""
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
             self._handle, self.host, self._requested_port, limit=_MAX_MESSAGE
         )
@@ -151,17 +158,28 @@ class CaptureServer:
         started = threading.Event()
         loop = asyncio.new_event_loop()
 
+        failed: list[BaseException] = []
+
         def serve() -> None:
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(self.start())
-            started.set()
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as error:  # such as the port in use: raised to the caller
+                failed.append(error)
+                loop.close()
+                return
+            finally:
+                started.set()
             loop.run_forever()
             loop.run_until_complete(self.stop())
             loop.close()
 
         thread = threading.Thread(target=serve, name="smtp-capture-server", daemon=True)
         thread.start()
-        started.wait(10)
+        started.wait()
+        if failed:
+            thread.join()
+            raise failed[0]
         try:
             yield self
         finally:

@@ -130,7 +130,9 @@ def aiosmtplib_source() -> Path:
     try:
         version = importlib.metadata.version("aiosmtplib")
     except importlib.metadata.PackageNotFoundError as exc:
-        raise UnavailableError("aiosmtplib is not installed (pip install -e '.[dev]')") from exc
+        raise UnavailableError(
+            "aiosmtplib is not installed (pip install --group dev -e .)"
+        ) from exc
     base = cache_root() / "aiosmtplib-tests"
     override = os.environ.get("SMTP_BACKENDS_AIOSMTPLIB_SDIST")
     sdist = fetch_sdist(
