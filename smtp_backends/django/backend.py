@@ -9,7 +9,6 @@ the sending itself are the :class:`~smtp_backends.mailer.Mailer`'s.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import os
 import ssl
@@ -26,16 +25,10 @@ from smtp_backends.settings import OPTIONS, MailerSettings, SettingsMemo, check_
 from . import config
 from .envelope import Envelope, LazyBatch, django_envelope, prep_address, smtputf8_refusal
 from .functions import deferred_sends
+from .lifecycle import ConnectionLifecycle, borrowing
 from .signals import aapply_pre_send, apply_pre_send
 
 __all__ = ("AsyncSMTPBackend",)
-
-# Set while send_messages()/asend_messages() call open(): an implicit open
-# borrows the process's pool instead of opening a connection of its own.
-_borrowing: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "smtp_backends_django_borrowing", default=False
-)
-
 
 # The settings of a subclass with its own ssl_context, per class and settings:
 # a new backend is built for every mailers[alias] access, and equal settings
@@ -43,7 +36,7 @@ _borrowing: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _own_contexts: dict[tuple[type, MailerSettings], MailerSettings] = {}
 
 
-class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
+class AsyncSMTPBackend(ConnectionLifecycle, BaseEmailBackend):  # type: ignore[misc]
     """Django email backend sending through smtp_backends, with pooled connections.
 
     Takes the stock SMTP backend's keywords; under EMAIL_BACKEND each one
@@ -397,91 +390,6 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         connection = self.connection
         return None if isinstance(connection, SMTPPool) else connection
 
-    # Fork safety -----------------------------------------------------------
-
-    def _forget_if_forked(self) -> None:
-        """In a forked child, drop (never use) the parent's connection."""
-        if self._pid == os.getpid():
-            return
-        Mailer.inherited(self.connection, self._partial_connection)
-        self.connection = self._partial_connection = None
-        self._pid = os.getpid()
-
-    # Sync API --------------------------------------------------------------
-
-    def open(self) -> bool | None:
-        """Make sure a connection is ready; as the stock backend's ``open()``.
-
-        Called by you (or ``with backend:``): connects, STARTTLS/TLS and AUTH
-        as configured, and keeps that connection for this backend until
-        :meth:`close`. Called by :meth:`send_messages` without an open
-        connection: borrows the process's pool for these settings.
-
-        Returns:
-            True if a connection was opened (or borrowed), False if one was
-            already open, None if opening failed silently (``fail_silently``).
-
-        Raises:
-            OSError: the connection failed (``SMTPConnectError`` and the
-                other smtp_backends/smtplib exceptions, ``ssl.SSLError``
-                subclasses for TLS failures), unless ``fail_silently``.
-        """
-        started = self._start_open()
-        if started is not None:
-            return started
-        try:
-            client = self.mailer.connect()
-        except BaseException as exc:
-            self._open_failed(exc)  # raises unless fail_silently covers it
-            return None
-        return self._opened(client)
-
-    def _start_open(self) -> bool | None:
-        """False if open, True once the pool is borrowed, else None (connect one)."""
-        self._forget_if_forked()
-        if self.connection:
-            return False
-        if _borrowing.get() and self.pool_size:
-            self.connection = self.get_pool()
-            return True
-        return None
-
-    def _open_failed(self, exc: BaseException) -> None:
-        """After a failed connect (already closed): raise, unless fail_silently covers it."""
-        self._partial_connection = None
-        if not (isinstance(exc, OSError) and self.fail_silently):
-            raise exc
-
-    def _opened(self, client: SMTP) -> bool:
-        # Only now, with TLS and AUTH done, does the connection become usable.
-        self._partial_connection = None
-        self.connection = client
-        return True
-
-    def _to_close(self) -> SMTP | None:
-        self._forget_if_forked()
-        partial, self._partial_connection = self._partial_connection, None
-        if partial is not None:
-            Mailer.drop(partial)
-        connection = self.connection
-        return connection if isinstance(connection, SMTP) else None
-
-    def close(self) -> None:
-        """Close this backend's own connection (QUIT); give back a borrowed pool.
-
-        Pooled connections stay open for the next request.
-
-        Raises:
-            smtplib.SMTPResponseException: the reply to QUIT broke the
-                protocol (``SMTPProtocolError``), unless ``fail_silently``.
-        """
-        try:
-            own = self._to_close()
-            if own is not None:
-                Mailer.disconnect(own, strict=not self.fail_silently)
-        finally:
-            self.connection = None
-
     def send_messages(self, email_messages: Iterable[Any]) -> int:
         """Send Django ``EmailMessage`` objects; return how many were sent.
 
@@ -504,11 +412,11 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
             deferred.append((self, messages))
             return sum(1 for message in messages if message.recipients())
         with self._lock:
-            token = _borrowing.set(True)
+            token = borrowing.set(True)
             try:
                 new_conn_created = self.open()
             finally:
-                _borrowing.reset(token)
+                borrowing.reset(token)
             if not self.connection or new_conn_created is None:
                 return 0  # open() failed silently
             try:
@@ -525,27 +433,6 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
 
     # Async API -------------------------------------------------------------
 
-    async def aopen(self) -> bool | None:
-        """Await :meth:`open` without blocking the event loop. Returns and raises as it."""
-        started = self._start_open()
-        if started is not None:
-            return started
-        try:
-            client = await self.mailer.aconnect()
-        except BaseException as exc:
-            self._open_failed(exc)  # raises unless fail_silently covers it
-            return None
-        return self._opened(client)
-
-    async def aclose(self) -> None:
-        """Await :meth:`close` without blocking the event loop."""
-        try:
-            own = self._to_close()
-            if own is not None:
-                await Mailer.adisconnect(own, strict=not self.fail_silently)
-        finally:
-            self.connection = None
-
     async def asend_messages(self, email_messages: Iterable[Any]) -> int:
         """Await :meth:`send_messages` without blocking the event loop.
 
@@ -556,11 +443,11 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         if not email_messages:
             return 0
         messages = list(email_messages)
-        token = _borrowing.set(True)
+        token = borrowing.set(True)
         try:
             new_conn_created = await self.aopen()
         finally:
-            _borrowing.reset(token)
+            borrowing.reset(token)
         if not self.connection or new_conn_created is None:
             return 0
         try:
@@ -574,17 +461,6 @@ class AsyncSMTPBackend(BaseEmailBackend):  # type: ignore[misc]
         finally:
             if new_conn_created:
                 await self.aclose()
-
-    async def __aenter__(self) -> AsyncSMTPBackend:
-        try:
-            await self.aopen()
-        except Exception:
-            await self.aclose()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 _SSL_CONTEXT = AsyncSMTPBackend.__dict__["ssl_context"]
