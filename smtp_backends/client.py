@@ -206,6 +206,8 @@ class SMTP:
 
     def _start_disconnected(self) -> None:
         self._transport: SMTPTransport | None = None
+        # The last transport closed, until its socket is gone (see wait_closed).
+        self._closing: SMTPTransport | None = None
         self._lock: asyncio.Lock | None = None
         self._forget_server()
 
@@ -444,7 +446,21 @@ class SMTP:
                 transport.close()
             else:
                 transport.abort()
+            self._closing = transport
         self._forget_server()
+
+    async def wait_closed(self, grace: float = 1.0) -> None:
+        """After :meth:`close`, wait until the socket is really closed.
+
+        Closing is completed by the event loop (and a TLS close waits for the
+        peer's close_notify); past ``grace`` seconds the socket is aborted.
+        A pool counts a connection against its limit until this returns.
+        """
+        transport = self._closing
+        if transport is not None:
+            await transport.wait_closed(grace)
+            if self._closing is transport:
+                self._closing = None
 
     # Commands ----------------------------------------------------------------
 

@@ -188,25 +188,38 @@ class SMTPPool:
         if when is not None and not self._closed:
             self._expiry = self._bound_loop().call_at(when, self._step)
 
-    def _close_entry(self, entry: PoolEntry) -> None:
-        """Close a CLOSING entry (QUIT in the background); it leaves the pool after."""
+    def _close_entry(self, entry: PoolEntry) -> asyncio.Task[None] | None:
+        """Close a CLOSING entry (QUIT in the background); it leaves the pool after.
+
+        Returns the closing task, for a caller that must not return before a
+        dead connection's socket is gone.
+        """
         client = entry.client
-        if not isinstance(client, SMTP) or not client.is_connected:
-            if isinstance(client, SMTP):
-                client.close()
+        if not isinstance(client, SMTP):
             self._discard(entry)
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._quit(entry, client))
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
+        return task
+
+    @staticmethod
+    async def _settle(task: asyncio.Task[None] | None) -> None:
+        """Wait until a failed connection has left the pool (shielded: it always does)."""
+        if task is not None:
+            await asyncio.shield(task)
 
     async def _quit(self, entry: PoolEntry, client: SMTP) -> None:
         try:
-            await client.quit(timeout=5)
+            if client.is_connected:
+                await client.quit(timeout=5)
         except (SMTPException, OSError):
-            client.close()
+            pass
         finally:
-            # Only now is its slot free: the socket stayed open until here.
+            # Only once the socket is really closed is its slot free (a
+            # cancelled or failed send's too): never more sockets than the limit.
+            client.close()
+            await client.wait_closed()
             self._discard(entry)
             if not self._closed:
                 self._step()
@@ -245,10 +258,8 @@ class SMTPPool:
         try:
             await self._make_ready(entry)
         except BaseException:
-            self._discard(entry)
-            if isinstance(entry.client, SMTP):
-                entry.client.close()
-            self._step()
+            self._planner.release(entry, self._now(), reusable=False)
+            await self._settle(self._close_entry(entry))  # free once its socket is gone
             raise
         return entry
 
@@ -279,14 +290,20 @@ class SMTPPool:
         await client.connect()
         self.connections_opened += 1
 
-    def _release(self, entry: PoolEntry, *, reusable: bool, sent: int = 0) -> None:
+    def _release(
+        self, entry: PoolEntry, *, reusable: bool, sent: int = 0
+    ) -> asyncio.Task[None] | None:
+        """Give ``entry`` back; returns the task closing it if its connection failed."""
         client = entry.client
-        healthy = reusable and isinstance(client, SMTP) and client.is_connected and not self._closed
+        connected = isinstance(client, SMTP) and client.is_connected
+        healthy = reusable and connected and not self._closed
         self._planner.release(entry, self._now(), reusable=healthy, sent=sent)
+        closing = None
         if entry.state is EntryState.CLOSING:
-            self._close_entry(entry)
+            closing = self._close_entry(entry)
         self._released.set()
         self._step()
+        return None if connected else closing
 
     async def _with_client(self, operation: Callable[[SMTP], Awaitable[T]]) -> T:
         """Run ``operation`` on a pooled client.
@@ -312,7 +329,7 @@ class SMTPPool:
                     continue
                 raise
             finally:
-                self._release(entry, reusable=True, sent=sent)
+                await self._settle(self._release(entry, reusable=True, sent=sent))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # Sending ------------------------------------------------------------------
@@ -442,11 +459,15 @@ class SMTPPool:
                 assert isinstance(client, SMTP)
                 sent = 0
                 try:
-                    while pending and client.is_connected:
+                    # At least one chunk per connection acquired, even if it was lost
+                    # already: the chunk's messages are then charged their attempt.
+                    while pending:
                         indices = [pending.popleft() for _ in range(min(chunk, len(pending)))]
                         sent += await run_chunk(client, indices)
+                        if not client.is_connected:
+                            break
                 finally:
-                    self._release(entry, reusable=True, sent=sent)
+                    await self._settle(self._release(entry, reusable=True, sent=sent))
 
         await asyncio.gather(*(worker() for _ in range(workers)))
         final: list[Outcome | Exception] = []

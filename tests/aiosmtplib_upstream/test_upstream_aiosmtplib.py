@@ -133,13 +133,15 @@ def _suite() -> tuple[Path, Path]:
     return root, shim.parent
 
 
-def test_aiosmtplib_suite_passes_against_smtp_backends() -> None:
+def test_aiosmtplib_suite_passes_against_smtp_backends(loop_name: str) -> None:
     try:
         root, shim = _suite()
     except UnavailableError as exc:  # pragma: no cover - offline
         pytest.skip(f"aiosmtplib's test sources are unavailable: {exc}")
     # Its own pytest, without ours: no pytest-django (our settings module is not there).
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:django"]
+    # On the loop of this run (aiosmtplib's own conftest takes --event-loop=asyncio|uvloop).
+    base += [f"--event-loop={loop_name}"]
     base += [f"tests/{name}" for name in FILES]
     command = list(base)
     for test_id in NOT_APPLICABLE:
