@@ -891,7 +891,7 @@ class SMTP:
             envelope = envelope_for_data(
                 sender, recipients, message, mail_options, rcpt_options, self._extensions
             )
-            [outcome] = await self._run([lambda: envelope], timeout_value)
+            outcome = await self._run(envelope, timeout_value)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -924,7 +924,7 @@ class SMTP:
             envelope = envelope_for_message(
                 message, sender, recipients, mail_options, rcpt_options, self._extensions
             )
-            [outcome] = await self._run([lambda: envelope], timeout_value)
+            outcome = await self._run(envelope, timeout_value)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -989,32 +989,40 @@ class SMTP:
         async with self._get_lock():
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
-            return await self._run(
-                [self._batch_preparer(item) for item in items], timeout_value, on_result
+            # One preparing function for the whole batch, called when each
+            # item's turn comes: nothing per item is built or held in advance.
+            return await deliver(
+                self._require_transport(),
+                items,
+                self._prepare_item,
+                timeout_value,
+                self.close,
+                on_result,
             )
 
-    async def _run(
-        self,
-        preparers: Sequence[Callable[[], Envelope]],
-        timeout: float | None,
-        on_result: ResultCallback | None = None,
-    ) -> list[Outcome | Exception]:
-        return await deliver(self._require_transport(), preparers, timeout, self.close, on_result)
+    async def _run(self, envelope: Envelope, timeout: float | None) -> Outcome | Exception:
+        """Send one prepared envelope; its outcome (an exception is returned, not raised)."""
+        [outcome] = await deliver(
+            self._require_transport(), (envelope,), _same, timeout, self.close
+        )
+        return outcome
 
-    def _batch_preparer(self, item: BatchItem) -> Callable[[], Envelope]:
-        def prepare() -> Envelope:
-            extensions = self._extensions
-            ready = item() if callable(item) else item
-            if isinstance(ready, email.message.Message):
-                return envelope_for_message(ready, None, None, None, None, extensions)
-            if isinstance(ready, tuple) and len(ready) == 3:
-                return envelope_for_data(ready[0], ready[1], ready[2], None, None, extensions)
-            raise TypeError(
-                "Expected an email message, a (sender, recipients, data) tuple or a "
-                f"callable returning one, not {type(ready).__name__}"
-            )
+    def _prepare_item(self, item: BatchItem) -> Envelope:
+        """The envelope of one batch item (a lazy item is called now)."""
+        ready = item() if callable(item) else item
+        if isinstance(ready, tuple) and len(ready) == 3:
+            return envelope_for_data(ready[0], ready[1], ready[2], None, None, self._extensions)
+        if isinstance(ready, email.message.Message):
+            return envelope_for_message(ready, None, None, None, None, self._extensions)
+        raise TypeError(
+            "Expected an email message, a (sender, recipients, data) tuple or a "
+            f"callable returning one, not {type(ready).__name__}"
+        )
 
-        return prepare
+
+def _same(envelope: Envelope) -> Envelope:
+    """The identity, as the preparing function of an envelope already prepared."""
+    return envelope
 
 
 def _run_blocking(name: str, run: Callable[[], Coroutine[Any, Any, Outcome]]) -> Outcome:

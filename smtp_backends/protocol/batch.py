@@ -1,0 +1,303 @@
+"""The transaction engine: many messages over one connection, pipelined or not.
+
+Sans-IO: :func:`run_batch` is a generator that drives a
+:class:`~smtp_backends.protocol.connection.ClientConnection`. It hands the
+bytes to send to a ``write`` callable and yields what it waits for: a number
+of replies to be parsed, or :data:`DRAIN` (room in the send buffer); whoever
+drives it (``smtp_backends.delivery`` over asyncio, or a test table) resumes
+it once that has happened, or throws in the
+:class:`~smtp_backends.errors.SMTPException` that ended the wait.
+
+RFC 2920 3.1 shapes the groups: with PIPELINING, MAIL, every RCPT and DATA
+leave together and DATA ends the group; the message content and its dot
+lead the next group, followed by the next message's MAIL/RCPT/DATA, so a
+message costs one round trip in steady state. Every reply is still judged
+on its own by the message's :class:`~smtp_backends.protocol.transaction.Transaction`.
+Without PIPELINING the same judgement runs in lock-step.
+
+Nothing is lost or doubled: a message counts as sent only after the 2xx to
+its dot; a connection lost after the dot gives SMTPUnknownOutcomeError for
+that message, and the messages not yet sent are reported as not sent.
+
+Bounded memory: a message's transaction (its envelope, content and command
+bytes) is let go as soon as its outcome is final; the batch keeps only the
+outcome, so a batch of 100,000 messages holds 100,000 outcomes, not 100,000
+transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator, Sequence
+from typing import TypeVar
+
+from ..errors import (
+    SMTPException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPUnknownOutcomeError,
+    SMTPUnknownOutcomeTimeoutError,
+)
+from .connection import ClientConnection, Command, Phase
+from .data import END_OF_DATA
+from .replies import SMTPResponse
+from .transaction import AfterData, Envelope, Outcome, Transaction
+
+__all__ = ("DRAIN", "JOIN_LIMIT", "ResultCallback", "Steps", "run_batch")
+
+T = TypeVar("T")
+
+_logger = logging.getLogger("smtp_backends")
+
+#: Above this size a group's pieces are written one by one instead of joined,
+#: so a large message is not copied just to be sent.
+JOIN_LIMIT = 256 * 1024
+
+#: Yielded by the steps: wait until the send buffer has room (a positive
+#: number instead means: until that many replies are parsed).
+DRAIN = -1
+
+#: Called once per message as soon as its outcome is final: (index, outcome).
+ResultCallback = Callable[[int, "Outcome | Exception"], object]
+
+#: The generator :func:`run_batch` returns.
+Steps = Generator[int, None, "list[Outcome | Exception]"]
+
+# What a reply answers: the transaction (None for RSET) and the command.
+_Expected = tuple["Transaction | None", Command]
+
+
+def run_batch(
+    connection: ClientConnection,
+    items: Sequence[T],
+    prepare: Callable[[T], Envelope],
+    write: Callable[[bytes], None],
+    close: Callable[[], None],
+    on_result: ResultCallback | None = None,
+    log_sent: Callable[[Command, bytes], None] | None = None,
+    log_reply: Callable[[SMTPResponse], None] | None = None,
+) -> Steps:
+    """One transaction per item over ``connection``, as steps that yield what they wait for.
+
+    Pipelined: each group is [previous content + dot] [RSET] MAIL RCPT...
+    DATA, and ends at DATA (RFC 2920 3.1); the next envelope is prepared
+    while the server works on the current group. Lock-step: one command
+    a group, and a transaction stops as soon as its envelope failed.
+
+    Args:
+        connection: the connection state machine (greeted, ready).
+        items: what to send; ``prepare(item)`` makes each one's envelope when
+            its turn comes (anything it raises becomes that item's outcome).
+        write: hands bytes to the transport.
+        close: drops the connection (called when it failed: its state is in doubt).
+        on_result: told each end-of-data reply's outcome at once, every other
+            outcome when the batch ends (a callback's own exception is ignored).
+        log_sent: called with each command sent (for debug logging).
+        log_reply: called with each reply judged.
+
+    Returns (as the generator's value):
+        One outcome per item, in order: ``(refused, reply_text)`` or the exception.
+    """
+    total = len(items)
+    # A message's transaction until its outcome is final, then the outcome.
+    slots: list[Transaction | Outcome | Exception | None] = [None] * total
+    told = bytearray(total if on_result is not None else 0)
+    out: list[bytes] = []
+    expected: list[_Expected] = []
+    send = connection.send
+
+    def tell(index: int, outcome: Outcome | Exception) -> None:
+        assert on_result is not None
+        told[index] = 1
+        try:
+            on_result(index, outcome)
+        except Exception:  # the caller's bug must not tear down a live transaction
+            _logger.exception("on_result callback failed for message %d", index)
+
+    def queue(transaction: Transaction | None, command: Command, data: bytes) -> None:
+        out.append(send(command, data))
+        expected.append((transaction, command))
+        if log_sent is not None:
+            log_sent(command, data)
+
+    def follow(transaction: Transaction, after: AfterData) -> None:
+        # The dot itself is added when the group is written (see write_group).
+        if after is AfterData.CONTENT:
+            queue(transaction, Command.CONTENT, transaction.envelope.content)
+        elif after is AfterData.EMPTY_DOT:
+            queue(transaction, Command.CONTENT, b"")
+        else:
+            queue(None, Command.RSET, b"RSET\r\n")
+            # The transaction failed and nothing more of it is awaited.
+            slots[transaction.index] = transaction.outcome()
+
+    def write_group() -> Generator[int, None, int]:
+        pieces = out[:]
+        entries = expected[len(expected) - len(pieces) :]
+        out.clear()
+        if sum(map(len, pieces)) <= JOIN_LIMIT:
+            joined: list[bytes] = []
+            for piece, (transaction, command) in zip(pieces, entries, strict=True):
+                joined.append(piece)
+                if command is Command.CONTENT:
+                    joined.append(END_OF_DATA)
+                    assert transaction is not None
+                    transaction.dot_sent = True
+            write(b"".join(joined))
+            return len(expected)
+        for piece, (transaction, command) in zip(pieces, entries, strict=True):
+            if piece:
+                write(piece)
+            if command is Command.CONTENT:
+                # A large message must leave before its dot is handed over:
+                # if the connection fails first, it was certainly not accepted.
+                yield DRAIN
+                write(END_OF_DATA)
+                assert transaction is not None
+                transaction.dot_sent = True
+        return len(expected)
+
+    def read_group(count: int) -> Generator[int, None, None]:
+        yield count
+        group = expected[:count]
+        del expected[:count]
+        next_event = connection.next_event
+        for transaction, command in group:
+            event = next_event()
+            assert event is not None
+            reply = event[1]
+            if log_reply is not None:
+                log_reply(reply)
+            if transaction is None:
+                continue  # RSET: its reply changes no outcome
+            if command is Command.RCPT:
+                transaction.on_rcpt(reply)
+            elif command is Command.MAIL:
+                transaction.on_mail(reply)
+            elif command is Command.DATA:
+                follow(transaction, transaction.on_data(reply))
+            else:  # the end of data: the outcome is final
+                transaction.on_end_of_data(reply)
+                outcome = transaction.outcome()
+                slots[transaction.index] = outcome
+                if on_result is not None:
+                    tell(transaction.index, outcome)
+        if connection.phase is Phase.CLOSED:  # a 421 ended the session
+            raise SMTPServerDisconnected("The server closed the connection (421)")
+
+    def round_trip() -> Generator[int, None, None]:
+        if out:
+            count = yield from write_group()
+            yield from read_group(count)
+
+    def start(index: int) -> Transaction | Exception:
+        try:
+            return Transaction(prepare(items[index]), index)
+        except Exception as exc:  # bad input, or a lazy item's own failure: this one fails
+            return exc
+
+    try:
+        if connection.pipelining:
+            upcoming = start(0) if total else None
+            for index in range(total):
+                current, slots[index] = upcoming, upcoming
+                if isinstance(current, Transaction):
+                    mail, *rcpts, data = current.envelope.commands
+                    queue(current, Command.MAIL, mail)
+                    for rcpt in rcpts:
+                        queue(current, Command.RCPT, rcpt)
+                    queue(current, Command.DATA, data)
+                count = (yield from write_group()) if out else 0
+                # Prepared while the server works on the group just written.
+                upcoming = start(index + 1) if index + 1 < total else None
+                if count:
+                    yield from read_group(count)
+        else:
+            for index in range(total):
+                current = slots[index] = start(index)
+                if not isinstance(current, Transaction):
+                    continue
+                yield from round_trip()  # the previous message's content, if any
+                mail, *rcpts, data = current.envelope.commands
+                queue(current, Command.MAIL, mail)
+                yield from round_trip()
+                for rcpt in rcpts:
+                    if current.error is not None:
+                        break
+                    queue(current, Command.RCPT, rcpt)
+                    yield from round_trip()
+                if current.error is not None:
+                    follow(current, current.skip_data())
+                else:
+                    queue(current, Command.DATA, data)
+                    yield from round_trip()
+        yield from round_trip()
+    except SMTPException as exc:
+        _fail_in_flight(connection, expected, exc)
+        close()
+        lost = SMTPServerDisconnected(
+            f"Not sent: the connection was lost before this message ({exc})"
+        )
+        for position, slot in enumerate(slots):
+            if slot is None:
+                slots[position] = lost
+            elif isinstance(slot, Transaction):
+                slot.fail(lost if not slot.mail_accepted else exc)
+    except BaseException:
+        close()
+        raise
+    outcomes: list[Outcome | Exception] = []
+    for index, slot in enumerate(slots):
+        if isinstance(slot, Transaction):
+            outcome: Outcome | Exception = slot.outcome()
+        else:
+            assert slot is not None
+            outcome = slot
+        outcomes.append(outcome)
+        if on_result is not None and not told[index]:
+            tell(index, outcome)
+    return outcomes
+
+
+def _fail_in_flight(
+    connection: ClientConnection, expected: list[_Expected], error: SMTPException
+) -> None:
+    """Give every transaction still awaiting a reply its failure."""
+    # Judge the replies that did arrive (say a 421) before failing the rest.
+    while expected and connection.ready_events:
+        event = connection.next_event()
+        assert event is not None
+        transaction, command = expected.pop(0)
+        if transaction is not None:
+            _judge(transaction, command, event[1])
+    for transaction, command in expected:
+        if transaction is None or transaction.done:
+            continue
+        if command is Command.CONTENT and transaction.dot_sent:
+            # The dot went out: the server may have accepted the message.
+            text = (
+                "The connection ended after the message was sent and before the "
+                f"server's reply; it may or may not have been accepted ({error})"
+            )
+            unknown: SMTPException = (
+                SMTPUnknownOutcomeTimeoutError(text)
+                if isinstance(error, SMTPTimeoutError)
+                else SMTPUnknownOutcomeError(text)
+            )
+            unknown.__cause__ = error
+            transaction.fail(unknown)
+        else:
+            transaction.fail(error)
+    expected.clear()
+
+
+def _judge(transaction: Transaction, command: Command, reply: SMTPResponse) -> None:
+    """Pass a late reply (one that came with the failure) to its transaction."""
+    if command is Command.MAIL:
+        transaction.on_mail(reply)
+    elif command is Command.RCPT:
+        transaction.on_rcpt(reply)
+    elif command is Command.DATA:
+        transaction.on_data(reply)
+    else:
+        transaction.on_end_of_data(reply)
