@@ -21,6 +21,7 @@ from smtp_backends import (
     SMTPRecipientsRefused,
     SMTPServerDisconnected,
 )
+from smtp_backends.protocol.commands import envelope_address
 from smtp_backends.transport import READ_BUFFER_SIZE, SMTPTransport
 from tests.servers import RecordingHandler, ScriptedServer, SMTPServer
 
@@ -238,3 +239,105 @@ async def test_a_dead_connection_is_counted_until_closed_then_replaced(
     for kind, _ in lifecycle.events:
         open_now += 1 if kind == "made" else -1
         assert open_now <= 1, lifecycle.events
+
+
+# --------------------------------------------------------------------------- memory
+
+# A pipelining sink in a process of its own, so that tracemalloc counts the client alone.
+_SINK = r"""
+import asyncio, sys
+
+async def serve(reader, writer):
+    writer.write(b"220 sink\r\n")
+    data = False
+    while line := await reader.readline():
+        if data:
+            if line == b".\r\n":
+                data = False
+                writer.write(b"250 2.0.0 queued\r\n")
+            continue
+        verb = line[:4].upper()
+        if verb == b"DATA":
+            data = True
+            writer.write(b"354 go\r\n")
+        elif verb == b"EHLO":
+            writer.write(b"250-sink\r\n250 PIPELINING\r\n")
+        elif verb == b"QUIT":
+            writer.write(b"221 bye\r\n")
+            await writer.drain()
+            break
+        else:
+            writer.write(b"250 2.1.0 ok\r\n")
+        if not reader._buffer:
+            await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def sink_port() -> Iterator[int]:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        yield int(process.stdout.readline())
+    finally:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()
+        process.stdout.close()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck sink
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["prebuilt", "lazy"])
+async def test_a_batch_holds_little_per_message_beyond_its_outcome(
+    sink_port: int, lazy: bool
+) -> None:
+    # What a message needed (envelope, content, command bytes, its preparing) is let go
+    # once its outcome is final: the peak above the items stays under 300 bytes per
+    # message (the outcomes themselves included), at any batch size.
+    import tracemalloc
+
+    count = 4000
+    template = b"Subject: memory\r\n\r\n" + b"x" * 1000 + b"\r\n"
+
+    def build(index: int) -> tuple[str, list[str], bytes]:
+        return ("a@example.com", [f"r{index}@example.com"], template + b"%d\r\n" % index)
+
+    def later(index: int) -> Callable[[], tuple[str, list[str], bytes]]:
+        return lambda: build(index)
+
+    client = SMTP(hostname="127.0.0.1", port=sink_port, timeout=TIMEOUT, start_tls=False)
+    await client.connect()
+    await client.send_messages([build(0)])  # warm up: EHLO, buffers
+    # Each distinct address is validated once and kept in a cache bounded at 4,096
+    # entries: bounded memory, not memory per message. Filled before measuring.
+    for index in range(count):
+        envelope_address(f"r{index}@example.com")
+    tracemalloc.start()
+    try:
+        items: list[Any] = [later(i) if lazy else build(i) for i in range(count)]
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        outcomes = await client.send_messages(items)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    await client.quit()
+    assert all(isinstance(o, tuple) and o[1] == "2.0.0 queued" for o in outcomes)
+    per_message = (peak - before) / count
+    assert per_message < 300, per_message
