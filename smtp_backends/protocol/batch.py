@@ -102,9 +102,12 @@ def run_batch(
     # A message's transaction until its outcome is final, then the outcome.
     slots: list[Transaction | Outcome | Exception | None] = [None] * total
     told = bytearray(total if on_result is not None else 0)
+    # The group being built: its pieces, and where the end-of-data dots are in it.
     out: list[bytes] = []
+    dots: list[tuple[int, Transaction]] = []
     expected: list[_Expected] = []
     send = connection.send
+    MAIL, RCPT, DATA = Command.MAIL, Command.RCPT, Command.DATA
 
     def tell(index: int, outcome: Outcome | Exception) -> None:
         assert on_result is not None
@@ -121,11 +124,11 @@ def run_batch(
             log_sent(command, data)
 
     def follow(transaction: Transaction, after: AfterData) -> None:
-        # The dot itself is added when the group is written (see write_group).
-        if after is AfterData.CONTENT:
-            queue(transaction, Command.CONTENT, transaction.envelope.content)
-        elif after is AfterData.EMPTY_DOT:
-            queue(transaction, Command.CONTENT, b"")
+        if after is AfterData.CONTENT or after is AfterData.EMPTY_DOT:
+            content = transaction.envelope.content if after is AfterData.CONTENT else b""
+            queue(transaction, Command.CONTENT, content)
+            dots.append((len(out), transaction))
+            out.append(END_OF_DATA)
         else:
             queue(None, Command.RSET, b"RSET\r\n")
             # The transaction failed and nothing more of it is awaited.
@@ -133,28 +136,25 @@ def run_batch(
 
     def write_group() -> Generator[int, None, int]:
         pieces = out[:]
-        entries = expected[len(expected) - len(pieces) :]
+        marks = dots[:]
         out.clear()
+        dots.clear()
         if sum(map(len, pieces)) <= JOIN_LIMIT:
-            joined: list[bytes] = []
-            for piece, (transaction, command) in zip(pieces, entries, strict=True):
-                joined.append(piece)
-                if command is Command.CONTENT:
-                    joined.append(END_OF_DATA)
-                    assert transaction is not None
-                    transaction.dot_sent = True
-            write(b"".join(joined))
+            write(b"".join(pieces))
+            for _, transaction in marks:
+                transaction.dot_sent = True
             return len(expected)
-        for piece, (transaction, command) in zip(pieces, entries, strict=True):
-            if piece:
-                write(piece)
-            if command is Command.CONTENT:
+        at = dict(marks)
+        for position, piece in enumerate(pieces):
+            dotted = at.get(position)
+            if dotted is not None:
                 # A large message must leave before its dot is handed over:
                 # if the connection fails first, it was certainly not accepted.
                 yield DRAIN
-                write(END_OF_DATA)
-                assert transaction is not None
-                transaction.dot_sent = True
+                write(piece)
+                dotted.dot_sent = True
+            elif piece:
+                write(piece)
         return len(expected)
 
     def read_group(count: int) -> Generator[int, None, None]:
@@ -170,11 +170,11 @@ def run_batch(
                 log_reply(reply)
             if transaction is None:
                 continue  # RSET: its reply changes no outcome
-            if command is Command.RCPT:
+            if command is RCPT:
                 transaction.on_rcpt(reply)
-            elif command is Command.MAIL:
+            elif command is MAIL:
                 transaction.on_mail(reply)
-            elif command is Command.DATA:
+            elif command is DATA:
                 follow(transaction, transaction.on_data(reply))
             else:  # the end of data: the outcome is final
                 transaction.on_end_of_data(reply)
@@ -202,11 +202,21 @@ def run_batch(
             for index in range(total):
                 current, slots[index] = upcoming, upcoming
                 if isinstance(current, Transaction):
+                    # MAIL, every RCPT and DATA: queue() unrolled (a thousand
+                    # recipients make a thousand calls otherwise).
                     mail, *rcpts, data = current.envelope.commands
-                    queue(current, Command.MAIL, mail)
+                    out.append(send(MAIL, mail))
                     for rcpt in rcpts:
-                        queue(current, Command.RCPT, rcpt)
-                    queue(current, Command.DATA, data)
+                        out.append(send(RCPT, rcpt))
+                    out.append(send(DATA, data))
+                    expected.append((current, MAIL))
+                    expected += [(current, RCPT)] * len(rcpts)
+                    expected.append((current, DATA))
+                    if log_sent is not None:
+                        log_sent(MAIL, mail)
+                        for rcpt in rcpts:
+                            log_sent(RCPT, rcpt)
+                        log_sent(DATA, data)
                 count = (yield from write_group()) if out else 0
                 # Prepared while the server works on the group just written.
                 upcoming = start(index + 1) if index + 1 < total else None
