@@ -165,7 +165,7 @@ class Case:
 
 
 def build_cases(quick: bool, reps: int | None) -> list[Case]:
-    """The cases of a quick (under 2 minutes) or full (a few minutes) run."""
+    """The cases of a quick (about 4 minutes) or full (about 10 minutes) run."""
 
     def n(default: int) -> int:
         return reps if reps is not None else default
@@ -840,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bash benchmarks/run", description="smtp_backends side-by-side benchmarks."
     )
-    parser.add_argument("--quick", action="store_true", help="a run under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="a shorter run (about 4 minutes)")
     parser.add_argument("--reps", type=int, help="repetitions per client (at least 3)")
     parser.add_argument(
         "--only", action="append", default=[], help="run cases whose server/link/workload has this"
