@@ -237,3 +237,43 @@ def test_empty_and_single_batches(count: int) -> None:
         run.reply(b"250 ok\r\n250 ok\r\n354 go\r\n")
         run.reply(b"250 queued\r\n")
     assert run.result == [({}, "queued")] * count
+
+
+def test_a_failing_on_result_callback_is_logged_and_the_batch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connection = ready_connection()
+    written: list[bytes] = []
+
+    def on_result(index: int, outcome: object) -> None:
+        raise RuntimeError("the caller's bug")
+
+    steps = run_batch(
+        connection,
+        [["a@example.org"]],
+        lambda r: Envelope(SENDER, r, CONTENT),
+        written.append,
+        lambda: None,
+        on_result,
+    )
+    assert next(steps) == 3
+    connection.receive_data(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert steps.send(None) == 1
+    connection.receive_data(b"250 queued\r\n")
+    with pytest.raises(StopIteration) as stop:
+        steps.send(None)
+    assert stop.value.value == [({}, "queued")]
+    assert "on_result callback failed for message 0" in caplog.text
+
+
+def test_replies_that_came_with_the_failure_are_judged_first() -> None:
+    # The server accepts the first message's dot and refuses the second's MAIL, then the
+    # connection drops before the rest: the replies that did arrive still count.
+    run = Harness([["a@example.org"], ["b@example.org"]])
+    run.reply(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    run.connection.receive_data(b"250 queued\r\n550 no sender\r\n")
+    run.fail(SMTPServerDisconnected("Connection lost"))
+    assert run.result is not None
+    first, second = run.result
+    assert first == ({}, "queued")
+    assert isinstance(second, SMTPSenderRefused)
