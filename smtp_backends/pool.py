@@ -259,7 +259,10 @@ class SMTPPool:
             await self._make_ready(entry)
         except BaseException:
             self._planner.release(entry, self._now(), reusable=False)
-            await self._settle(self._close_entry(entry))  # free once its socket is gone
+            closing = self._close_entry(entry)
+            if closing is None:  # never opened: its slot is free now
+                self._step()
+            await self._settle(closing)  # else free once its socket is gone
             raise
         return entry
 
