@@ -341,3 +341,70 @@ async def test_a_batch_holds_little_per_message_beyond_its_outcome(
     assert all(isinstance(o, tuple) and o[1] == "2.0.0 queued" for o in outcomes)
     per_message = (peak - before) / count
     assert per_message < 300, per_message
+
+
+# --------------------------------------------------------------------------- under uvicorn
+
+_ASGI_APP = """
+import asyncio
+
+from smtp_backends import SMTP
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    port = int(scope["query_string"].decode())
+    loop = type(asyncio.get_running_loop()).__module__
+    # A direct await in a view, as a FastAPI or Starlette user writes it.
+    async with SMTP(hostname="127.0.0.1", port=port, timeout=5, start_tls=False) as client:
+        data = b"Subject: asgi\\r\\n\\r\\nx\\r\\n"
+        await client.sendmail("a@example.com", ["b@example.com"], data)
+    body = loop.encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_a_view_under_uvicorn_with_uvloop_sends_at_once(smtpd: SMTPServer, tmp_path: Any) -> None:
+    # uvicorn[standard] runs on uvloop: a view awaiting the client must not hang (uvloop's
+    # transports are no asyncio.Transport subclasses).
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.servers import free_port
+
+    (tmp_path / "asgi_app.py").write_text(_ASGI_APP)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "asgi_app:app", "--loop", "uvloop", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/?{smtpd.port}", timeout=10
+                ) as response:
+                    body = response.read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.1)
+    finally:
+        server.terminate()
+        _, errors = server.communicate(timeout=10)
+    assert body == b"uvloop", errors
+    assert [m.message["Subject"] for m in smtpd.messages] == ["asgi"]
