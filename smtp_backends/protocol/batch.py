@@ -134,17 +134,25 @@ def run_batch(
             # The transaction failed and nothing more of it is awaited.
             slots[transaction.index] = transaction.outcome()
 
-    def write_group() -> Generator[int, None, int]:
+    # Plain functions, not sub-generators, on the path every message takes:
+    # a generator created and delegated to per group costs more than the rest
+    # of the group's bookkeeping. Only a group too large to join yields.
+
+    def write_joined() -> int:
+        """Write the group in one piece; return the replies now awaited."""
+        write(b"".join(out))
+        out.clear()
+        for _, transaction in dots:
+            transaction.dot_sent = True
+        dots.clear()
+        return len(expected)
+
+    def write_pieces() -> Generator[int, None, int]:
+        """Write a large group piece by piece (see JOIN_LIMIT)."""
         pieces = out[:]
-        marks = dots[:]
+        at = dict(dots)
         out.clear()
         dots.clear()
-        if sum(map(len, pieces)) <= JOIN_LIMIT:
-            write(b"".join(pieces))
-            for _, transaction in marks:
-                transaction.dot_sent = True
-            return len(expected)
-        at = dict(marks)
         for position, piece in enumerate(pieces):
             dotted = at.get(position)
             if dotted is not None:
@@ -157,8 +165,8 @@ def run_batch(
                 write(piece)
         return len(expected)
 
-    def read_group(count: int) -> Generator[int, None, None]:
-        yield count
+    def judge(count: int) -> None:
+        """Judge the ``count`` replies that are in, oldest first."""
         group = expected[:count]
         del expected[:count]
         next_event = connection.next_event
@@ -187,8 +195,12 @@ def run_batch(
 
     def round_trip() -> Generator[int, None, None]:
         if out:
-            count = yield from write_group()
-            yield from read_group(count)
+            if sum(map(len, out)) <= JOIN_LIMIT:
+                count = write_joined()
+            else:
+                count = yield from write_pieces()
+            yield count
+            judge(count)
 
     def start(index: int) -> Transaction | Exception:
         try:
@@ -217,11 +229,17 @@ def run_batch(
                         for rcpt in rcpts:
                             log_sent(RCPT, rcpt)
                         log_sent(DATA, data)
-                count = (yield from write_group()) if out else 0
+                if not out:
+                    count = 0
+                elif sum(map(len, out)) <= JOIN_LIMIT:
+                    count = write_joined()
+                else:
+                    count = yield from write_pieces()
                 # Prepared while the server works on the group just written.
                 upcoming = start(index + 1) if index + 1 < total else None
                 if count:
-                    yield from read_group(count)
+                    yield count
+                    judge(count)
         else:
             for index in range(total):
                 current = slots[index] = start(index)
