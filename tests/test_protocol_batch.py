@@ -62,6 +62,8 @@ class Harness:
         *,
         pipelining: bool = True,
         prepare: Callable[[Any], Envelope] | None = None,
+        clock: Any = None,
+        on_content: Callable[[int], object] | None = None,
     ) -> None:
         self.connection = ready_connection(pipelining=pipelining)
         self.written: list[bytes] = []
@@ -74,6 +76,8 @@ class Harness:
             self.written.append,
             self.close,
             lambda index, outcome: self.told.append((index, outcome)),
+            clock=clock,
+            on_content=on_content,
         )
         self.wanted: int | None = None
         self.result: list[Any] | None = None
@@ -228,6 +232,74 @@ def test_a_large_message_drains_before_its_dot() -> None:
     assert run.take() == b".\r\n"
     run.reply(b"250 queued\r\n")
     assert run.result == [({}, "queued")]
+
+
+class RecordingClock:
+    """A stand-in for the driver's SendClock: records what the engine tells it."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, int]] = []
+
+    def start(self, key: int) -> None:
+        self.heard.append(("start", key))
+
+    def watch(self, key: int) -> None:
+        self.heard.append(("watch", key))
+
+
+def test_with_a_clock_each_message_replies_are_awaited_in_turn() -> None:
+    # send_timeout: each message's deadline runs from its MAIL, and each wait is for one
+    # message's replies (its own deadline caps it), oldest first.
+    clock = RecordingClock()
+    run = Harness([["a@example.org"], ["b@example.org"]], clock=clock)
+    assert run.wanted == 3
+    assert clock.heard == [("start", 0), ("watch", 0)]
+    run.reply(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    # The group carries message 0's content and message 1's envelope: first the dot's reply.
+    assert run.wanted == 1
+    assert clock.heard[2:] == [("start", 1), ("watch", 0)]
+    run.reply(b"250 queued 1\r\n")
+    assert run.wanted == 4 and clock.heard[4:] == [("watch", 1)]
+    run.reply(b"250 ok\r\n250 ok\r\n354 go\r\n")  # the group is judged once all are in
+    run.reply(b"250 queued 2\r\n")
+    assert run.result == [({}, "queued 1"), ({}, "queued 2")]
+    assert clock.heard[5:] == [("watch", 1)]
+
+
+def test_with_a_clock_lock_step_starts_each_message_at_its_mail() -> None:
+    clock = RecordingClock()
+    run = Harness([["a@example.org"], ["b@example.org"]], pipelining=False, clock=clock)
+    assert clock.heard == [("start", 0), ("watch", 0)]
+    for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 queued 1\r\n"):
+        run.reply(reply)
+    run.reply(b"250 ok\r\n")  # message 1's MAIL
+    assert ("start", 1) in clock.heard
+    for reply in (b"250 ok\r\n", b"354 go\r\n", b"250 queued 2\r\n"):
+        run.reply(reply)
+    assert run.result == [({}, "queued 1"), ({}, "queued 2")]
+    assert clock.heard.index(("start", 1)) > clock.heard.index(("watch", 0))
+
+
+def test_a_large_message_reports_its_content_before_its_dot() -> None:
+    big = b"x" * (JOIN_LIMIT + 10) + b"\r\n"
+    clock = RecordingClock()
+    contents: list[int] = []
+    run = Harness(
+        [["a@example.org"], ["b@example.org"]],
+        prepare=lambda r: Envelope(SENDER, r, big if r == ["b@example.org"] else CONTENT),
+        clock=clock,
+        on_content=contents.append,
+    )
+    run.reply(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert contents == []  # a small message's content leaves joined with its dot
+    run.reply(b"250 queued 1\r\n")
+    run.reply(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert run.wanted == DRAIN
+    assert contents == [1] and clock.heard[-1] == ("watch", 1)
+    run._resume(None)  # the send buffer drained
+    run.reply(b"250 queued 2\r\n")
+    assert run.result == [({}, "queued 1"), ({}, "queued 2")]
+    assert contents == [1]
 
 
 @pytest.mark.parametrize("count", [0, 1])
