@@ -26,6 +26,13 @@ Workloads:
         that part stays inside their timed region.
     large: one message with a 10 MB attachment, built before the timed region;
         reports the peak memory increase while sending and the message size.
+    memory: N prebuilt ~1 KB messages (distinct ``(sender, [recipient], bytes)``
+        tuples, built before timing) in one batch; reports the peak memory
+        increase per message above the items themselves.
+    memory_lazy: the same, each item a callable that builds its tuple when called.
+    fanout: N messages, each to ``FANOUT`` (1,000) recipients.
+
+Clients whose name ends in ``_uvloop`` run the same code on uvloop's event loop.
 
 Clients are registered in :data:`WORKERS` (one function per client and
 workload) and described in :data:`CLIENTS`; a new client (for example
@@ -64,12 +71,21 @@ BODY_SIZE = 1024
 ATTACHMENT_SIZE = 10 * 1024 * 1024
 #: Connections of the smtp_backends pool.
 POOL_CONNECTIONS = 8
+#: Processes x connections of the multi-process pool client (same total as POOL_CONNECTIONS).
+POOL_PROCESSES = 2
+#: Recipients of each message of the fan-out workload.
+FANOUT = 1000
+#: Parallel sessions of smtp-source in its multi-connection row.
+SOURCE_SESSIONS = 8
 #: Dotted path of Django's stock backend.
 DJANGO_STOCK_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 #: Dotted path of our Django backend, once it exists (see ``django_ours`` below).
 DJANGO_OURS_BACKEND = "smtp_backends.django.AsyncSMTPBackend"
 
 Result = dict[str, Any]
+
+#: Every workload a worker may be asked for.
+WORKLOADS = ("sendmail", "message", "large", "memory", "memory_lazy", "fanout")
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,22 @@ class Job:
     body_size: int = BODY_SIZE
     attachment_size: int = ATTACHMENT_SIZE
     timeout: float = 60.0
+    #: Connections of an smtp_backends pool.
+    pool_connections: int = POOL_CONNECTIONS
+
+    @property
+    def loop(self) -> str:
+        """The event loop the client runs on: ``uvloop`` for the ``*_uvloop`` clients."""
+        return "uvloop" if self.client.endswith("_uvloop") else "asyncio"
+
+
+def run_on_loop(job: Job, coroutine: Any) -> Any:
+    """``asyncio.run(coroutine)`` on the job's event loop (asyncio's or uvloop's)."""
+    if job.loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coroutine)
+    return asyncio.run(coroutine)
 
 
 # Message material ---------------------------------------------------------------
@@ -230,6 +262,7 @@ class Meter:
 
     def result(self, job: Job, sent: int, **extra: Any) -> Result:
         """The worker's JSON result; ``error`` is set when fewer than asked were sent."""
+        extra.setdefault("loop", job.loop)
         expected = 1 if job.workload == "large" else job.messages
         error = None if sent == expected else f"only {sent} of {expected} messages confirmed"
         return {
@@ -290,6 +323,29 @@ CLIENTS: dict[str, ClientInfo] = {
         ClientInfo("ours_pipelined", "smtp_backends pipelined loop"),
         ClientInfo("ours_batch", "smtp_backends send_messages"),
         ClientInfo("ours_pool", f"smtp_backends SMTPPool({POOL_CONNECTIONS})"),
+        ClientInfo(
+            "ours_pipelined_uvloop", "smtp_backends pipelined loop, uvloop", _needs_module("uvloop")
+        ),
+        ClientInfo(
+            "ours_batch_uvloop", "smtp_backends send_messages, uvloop", _needs_module("uvloop")
+        ),
+        ClientInfo(
+            "ours_pool_uvloop",
+            f"smtp_backends SMTPPool({POOL_CONNECTIONS}), uvloop",
+            _needs_module("uvloop"),
+        ),
+        ClientInfo(
+            "ours_pool_procs",
+            f"smtp_backends {POOL_PROCESSES} processes x "
+            f"SMTPPool({POOL_CONNECTIONS // POOL_PROCESSES})",
+        ),
+        ClientInfo(
+            "ours_pool_procs_uvloop",
+            f"smtp_backends {POOL_PROCESSES} processes x "
+            f"SMTPPool({POOL_CONNECTIONS // POOL_PROCESSES}), uvloop",
+            _needs_module("uvloop"),
+        ),
+        ClientInfo("ours_batch_lazy", "smtp_backends send_messages, lazy items (callables)"),
         ClientInfo("aiosmtplib", "aiosmtplib loop"),
         ClientInfo("smtplib", "smtplib loop"),
         ClientInfo("django_stock", "Django stock EmailBackend"),
@@ -303,6 +359,10 @@ CLIENTS: dict[str, ClientInfo] = {
         ),
         ClientInfo("flask_mail", "Flask-Mail connection"),
         ClientInfo("smtp_source", "Postfix smtp-source (C)"),
+        ClientInfo(
+            "smtp_source_8",
+            f"Postfix smtp-source -s {SOURCE_SESSIONS} (C, {SOURCE_SESSIONS} conns)",
+        ),
     )
 }
 
@@ -333,12 +393,13 @@ async def _async_loop(job: Job, client: Any) -> Result:
     smtp_backends and aiosmtplib share this API, so both run exactly this code.
     """
     sent = 0
-    if job.workload == "sendmail":
+    if job.workload in ("sendmail", "fanout"):
         data = raw_message(job.body_size)
+        recipients = fanout_recipients() if job.workload == "fanout" else [RECIPIENT]
         with Meter() as meter:
             async with client:
                 for _ in range(job.messages):
-                    sent += _accepted(await client.sendmail(SENDER, [RECIPIENT], data))
+                    sent += _accepted(await client.sendmail(SENDER, recipients, data))
         return meter.result(job, sent)
     if job.workload == "message":
         messages = built_emails(job)
@@ -367,10 +428,16 @@ def ours_lockstep(job: Job) -> Result:
     return asyncio.run(_ours_loop(job, pipelining=False))
 
 
-@worker("ours_pipelined", "sendmail", "message", "large")
+@worker("ours_pipelined", "sendmail", "message", "large", "fanout")
+@worker("ours_pipelined_uvloop", "sendmail", "message", "large", "fanout")
 def ours_pipelined(job: Job) -> Result:
     """smtp_backends ``SMTP()`` (pipelining on): a loop of sendmail / send_message."""
-    return asyncio.run(_ours_loop(job, pipelining=True))
+    return run_on_loop(job, _ours_loop(job, pipelining=True))
+
+
+def fanout_recipients() -> list[str]:
+    """The FANOUT recipients of each fan-out message."""
+    return [f"rcpt{n:04d}@example.org" for n in range(FANOUT)]
 
 
 def built_emails(job: Job) -> list[email.message.EmailMessage]:
@@ -384,6 +451,27 @@ def _batch_items(job: Job) -> list[Any]:
     if job.workload == "sendmail":
         data = raw_message(job.body_size)
         return [(SENDER, [RECIPIENT], data)] * job.messages
+    if job.workload == "fanout":
+        data = raw_message(job.body_size)
+        return [(SENDER, fanout_recipients(), data)] * job.messages
+    if job.workload == "memory":
+        # Distinct items, as an application's: each its own tuple, recipient list and bytes.
+        template = raw_message(job.body_size)
+        return [
+            (SENDER, [f"r{index}@example.org"], template.replace(b"benchmark@", b"%d@" % index))
+            for index in range(job.messages)
+        ]
+    if job.workload == "memory_lazy":
+        template = raw_message(job.body_size)
+
+        def lazy(index: int) -> Callable[[], tuple[str, list[str], bytes]]:
+            def build() -> tuple[str, list[str], bytes]:
+                data = template.replace(b"benchmark@", b"%d@" % index)
+                return (SENDER, [f"r{index}@example.org"], data)
+
+            return build
+
+        return [lazy(index) for index in range(job.messages)]
     return list(built_emails(job))
 
 
@@ -397,7 +485,7 @@ async def _ours_batch(job: Job, *, pool: bool) -> Result:
     with Meter() as meter:
         if pool:
             async with SMTPPool(
-                max_connections=POOL_CONNECTIONS,
+                max_connections=job.pool_connections,
                 hostname=job.host,
                 port=job.port,
                 timeout=job.timeout,
@@ -411,19 +499,88 @@ async def _ours_batch(job: Job, *, pool: bool) -> Result:
     extra: dict[str, Any] = {"failures": failures}
     if large is not None:
         extra["message_bytes"] = wire_size(large)
+    del items, outcomes
     return meter.result(job, sent, **extra)
 
 
-@worker("ours_batch", "sendmail", "message", "large")
+@worker("ours_batch", "sendmail", "message", "large", "memory", "fanout")
+@worker("ours_batch_uvloop", "sendmail", "message", "large", "memory", "fanout")
 def ours_batch(job: Job) -> Result:
     """smtp_backends ``SMTP.send_messages``: the whole batch, pipelined."""
-    return asyncio.run(_ours_batch(job, pool=False))
+    return run_on_loop(job, _ours_batch(job, pool=False))
+
+
+@worker("ours_batch_lazy", "memory_lazy")
+def ours_batch_lazy(job: Job) -> Result:
+    """smtp_backends ``SMTP.send_messages`` of callables, each building its item when called."""
+    return run_on_loop(job, _ours_batch(job, pool=False))
 
 
 @worker("ours_pool", "sendmail", "message")
+@worker("ours_pool_uvloop", "sendmail", "message")
 def ours_pool(job: Job) -> Result:
     """smtp_backends ``SMTPPool(max_connections=8).send_messages``."""
-    return asyncio.run(_ours_batch(job, pool=True))
+    return run_on_loop(job, _ours_batch(job, pool=True))
+
+
+def _pool_processes(job: Job) -> Result:
+    """POOL_PROCESSES worker processes, each a pool of POOL_CONNECTIONS / POOL_PROCESSES.
+
+    Each child times its own region (connect to QUIT) and reports its CPU; the row shows the
+    sum of their CPU and the longest of their wall times (they start together, and each
+    one's set-up, imports included, happens before its timed region).
+    """
+    share = job.messages // POOL_PROCESSES
+    shares = [share] * POOL_PROCESSES
+    shares[0] += job.messages - share * POOL_PROCESSES
+    single = "ours_pool_uvloop" if job.loop == "uvloop" else "ours_pool"
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.client_worker",
+                "--client",
+                single,
+                "--workload",
+                job.workload,
+                "--port",
+                str(job.port),
+                "--messages",
+                str(count),
+                "--pool-connections",
+                str(job.pool_connections // POOL_PROCESSES),
+                "--timeout",
+                str(job.timeout),
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for count in shares
+    ]
+    results = []
+    for child in children:
+        out, _ = child.communicate(timeout=job.timeout * 10)
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    errors = [r["error"] for r in results if r.get("error")]
+    sent = sum(r.get("messages", 0) for r in results)
+    return {
+        "client": job.client,
+        "workload": job.workload,
+        "messages": sent,
+        "seconds": max(r.get("seconds", 0.0) for r in results),
+        "cpu": sum(r.get("cpu", 0.0) for r in results),
+        "maxrss_delta": 0,
+        "error": errors[0] if errors else None,
+    }
+
+
+@worker("ours_pool_procs", "sendmail")
+@worker("ours_pool_procs_uvloop", "sendmail")
+def ours_pool_procs(job: Job) -> Result:
+    """Two processes, each ``SMTPPool(max_connections=4).send_messages`` of half the batch."""
+    return _pool_processes(job)
 
 
 # aiosmtplib ----------------------------------------------------------------------
@@ -433,10 +590,20 @@ async def _aiosmtplib(job: Job) -> Result:
     import aiosmtplib
 
     client = aiosmtplib.SMTP(hostname=job.host, port=job.port, timeout=job.timeout)
+    if job.workload == "memory":
+        # aiosmtplib has no batch: the same distinct items, sent in a loop.
+        items = _batch_items(job)
+        sent = 0
+        with Meter() as meter:
+            async with client:
+                for sender, recipients, data in items:
+                    sent += _accepted(await client.sendmail(sender, recipients, data))
+        del items
+        return meter.result(job, sent)
     return await _async_loop(job, client)
 
 
-@worker("aiosmtplib", "sendmail", "message", "large")
+@worker("aiosmtplib", "sendmail", "message", "large", "fanout", "memory")
 def aiosmtplib_loop(job: Job) -> Result:
     """aiosmtplib ``SMTP`` on one connection: a loop of sendmail / send_message."""
     return asyncio.run(_aiosmtplib(job))
@@ -585,15 +752,18 @@ def flask_mail(job: Job) -> Result:
 
 
 @worker("smtp_source", "sendmail")
+@worker("smtp_source_8", "sendmail")
 def smtp_source(job: Job) -> Result:
-    """Postfix's C ``smtp-source`` on one connection (``-d``), timed as a child process."""
+    """Postfix's C ``smtp-source`` (``-d``: messages share connections), timed as a child
+    process: one session, or SOURCE_SESSIONS in parallel for ``smtp_source_8``."""
     from .servers import postfix_tool
 
+    sessions = SOURCE_SESSIONS if job.client == "smtp_source_8" else 1
     argv = [
         postfix_tool("smtp-source"),
-        "-d",  # one connection for every message, as the other clients
+        "-d",  # one connection for many messages, as the other clients
         "-s",
-        "1",
+        str(sessions),
         "-l",
         str(job.body_size),
         "-m",
@@ -658,12 +828,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the job, print its JSON result."""
     parser = argparse.ArgumentParser(description="Run one benchmark job and print JSON.")
     parser.add_argument("--client", required=True, choices=sorted(CLIENTS))
-    parser.add_argument("--workload", required=True, choices=("sendmail", "message", "large"))
+    parser.add_argument("--workload", required=True, choices=WORKLOADS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--body-size", type=int, default=BODY_SIZE)
     parser.add_argument("--attachment-size", type=int, default=ATTACHMENT_SIZE)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--pool-connections", type=int, default=POOL_CONNECTIONS)
     args = parser.parse_args(argv)
     if args.messages < 1:
         parser.error("--messages must be at least 1")
@@ -675,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
         body_size=args.body_size,
         attachment_size=args.attachment_size,
         timeout=args.timeout,
+        pool_connections=args.pool_connections,
     )
     result = run_job(job)
     print(json.dumps(result), flush=True)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    bash benchmarks/run [--quick] [--reps N] [--only TEXT] [--output PATH]
+    bash benchmarks/run [--quick] [--reps N] [--only TEXT] [--clients NAMES] [--output PATH]
     python -m benchmarks.run ...          # the same, in an environment that has the extras
 
 Starts Postfix's smtp-sink, an aiosmtpd sink and a latency proxy (5 ms each
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -62,6 +63,15 @@ WORKLOAD_LABELS = {
         "them (serialising + SMTP)"
     ),
     "large": "one message with a 10 MiB attachment (built before timing); peak memory",
+    "memory": (
+        "100,000 distinct prebuilt ~1 KB messages in one batch (aiosmtplib: a loop); "
+        "peak memory above the items, per message"
+    ),
+    "memory_lazy": (
+        "100,000 lazy items (callables building a ~1 KB message) in one batch; peak memory "
+        "above the items, per message"
+    ),
+    "fanout": "prebuilt ~1 KB message to 1,000 recipients, sent N times",
 }
 
 DJANGO_CLIENTS = ("django_stock", "django_ours")
@@ -72,6 +82,9 @@ WORKLOAD_TITLES = {
     "sendmail": "sendmail of prebuilt 1 KB bytes",
     "message": "EmailMessage objects (built before timing): send_message",
     "large": "10 MiB attachment",
+    "memory": "memory of a 100,000-message batch, prebuilt items",
+    "memory_lazy": "memory of a 100,000-message batch, lazy items",
+    "fanout": "1 message to 1,000 recipients",
 }
 
 SENDMAIL_CLIENTS = (
@@ -83,6 +96,29 @@ SENDMAIL_CLIENTS = (
     "smtplib",
     "smtp_source",
 )
+#: The loopback sendmail table: every client above, our clients on uvloop too, the
+#: multi-connection rows (our pool in one process and in two, Postfix's C client with
+#: 8 connections).
+LOOPBACK_SENDMAIL_CLIENTS = (
+    "ours_lockstep",
+    "ours_pipelined",
+    "ours_pipelined_uvloop",
+    "ours_batch",
+    "ours_batch_uvloop",
+    "ours_pool",
+    "ours_pool_uvloop",
+    "ours_pool_procs",
+    "ours_pool_procs_uvloop",
+    "aiosmtplib",
+    "smtplib",
+    "smtp_source",
+    "smtp_source_8",
+)
+FANOUT_CLIENTS = ("ours_pipelined", "ours_pipelined_uvloop", "ours_batch", "aiosmtplib")
+#: Messages of the fan-out case (each to 1,000 recipients).
+FANOUT_MESSAGES = 20
+#: Messages of the memory cases.
+MEMORY_MESSAGES = 100_000
 MESSAGE_CLIENTS = (
     "ours_pipelined",
     "ours_batch",
@@ -121,7 +157,7 @@ class Case:
     @property
     def title(self) -> str:
         """The heading of this case's table."""
-        count = "1 message" if self.workload == "large" else f"{self.messages} messages"
+        count = "1 message" if self.workload == "large" else f"{self.messages:,} messages"
         return (
             f"{self.server} | {LINK_LABELS[self.link]} | {WORKLOAD_TITLES[self.workload]} | "
             f"{count}, median of {self.reps}"
@@ -129,7 +165,7 @@ class Case:
 
 
 def build_cases(quick: bool, reps: int | None) -> list[Case]:
-    """The cases of a quick (under 2 minutes) or full (a few minutes) run."""
+    """The cases of a quick (about 4 minutes) or full (about 10 minutes) run."""
 
     def n(default: int) -> int:
         return reps if reps is not None else default
@@ -137,7 +173,18 @@ def build_cases(quick: bool, reps: int | None) -> list[Case]:
     if quick:
         # Fewer clients where they are not needed for a target, to stay under 2 minutes.
         return [
-            Case("smtp-sink", LOOPBACK_LINK, "sendmail", 1000, SENDMAIL_CLIENTS, n(3)),
+            Case("smtp-sink", LOOPBACK_LINK, "sendmail", 1000, LOOPBACK_SENDMAIL_CLIENTS, n(3)),
+            Case("smtp-sink", LOOPBACK_LINK, "fanout", 10, FANOUT_CLIENTS, n(3)),
+            # aiosmtplib's loop of 100,000 takes a minute a run: the full run only.
+            Case("smtp-sink", LOOPBACK_LINK, "memory", MEMORY_MESSAGES, ("ours_batch",), n(3)),
+            Case(
+                "smtp-sink",
+                LOOPBACK_LINK,
+                "memory_lazy",
+                MEMORY_MESSAGES,
+                ("ours_batch_lazy",),
+                n(3),
+            ),
             Case(
                 "smtp-sink",
                 LOOPBACK_LINK,
@@ -166,7 +213,19 @@ def build_cases(quick: bool, reps: int | None) -> list[Case]:
             Case("smtp-sink", LATENCY_LINK, "message", 200, DJANGO_LINK_CLIENTS, n(3)),
         ]
     return [
-        Case("smtp-sink", LOOPBACK_LINK, "sendmail", 3000, SENDMAIL_CLIENTS, n(5)),
+        Case("smtp-sink", LOOPBACK_LINK, "sendmail", 3000, LOOPBACK_SENDMAIL_CLIENTS, n(5)),
+        Case("smtp-sink", LOOPBACK_LINK, "fanout", FANOUT_MESSAGES, FANOUT_CLIENTS, n(3)),
+        Case(
+            "smtp-sink",
+            LOOPBACK_LINK,
+            "memory",
+            MEMORY_MESSAGES,
+            ("ours_batch", "ours_batch_uvloop", "aiosmtplib"),
+            n(3),
+        ),
+        Case(
+            "smtp-sink", LOOPBACK_LINK, "memory_lazy", MEMORY_MESSAGES, ("ours_batch_lazy",), n(3)
+        ),
         Case("smtp-sink", LOOPBACK_LINK, "message", 1000, MESSAGE_CLIENTS, n(3)),
         Case("aiosmtpd", LOOPBACK_LINK, "sendmail", 1000, SENDMAIL_CLIENTS, n(3)),
         Case("smtp-sink", LATENCY_LINK, "sendmail", 400, SENDMAIL_CLIENTS, n(3)),
@@ -219,6 +278,10 @@ def _peak_over_size(run: dict[str, Any]) -> float | None:
     return run["maxrss_delta"] / size if size else None
 
 
+def _peak_per_message(run: dict[str, Any]) -> float | None:
+    return run["maxrss_delta"] / run["messages"] if run.get("messages") else None
+
+
 RATE = Metric("messages_per_second", "msg/s", _rate, 1, False)
 CPU = Metric("cpu_seconds_per_1000", "CPU s/1k", _cpu_per_1k, 3, True)
 ROUND_TRIPS = Metric("round_trips_per_message", "RT/msg", _round_trips, 2, True)
@@ -227,12 +290,15 @@ CPU_TOTAL = Metric("cpu_seconds", "CPU s", _per_run("cpu"), 3, True)
 PEAK = Metric("peak_increase_mb", "peak +MB", _per_run("maxrss_delta", 1e-6), 1, True)
 SIZE = Metric("message_mb", "msg MB", _per_run("message_bytes", 1e-6), 2, True, ratio=False)
 PEAK_OVER_SIZE = Metric("peak_over_size", "peak/size", _peak_over_size, 2, True, ratio=False)
+PEAK_PER_MESSAGE = Metric("peak_bytes_per_message", "peak B/msg", _peak_per_message, 0, True)
 
 
 def metrics_for(case: Case) -> list[Metric]:
     """The figures shown for ``case``."""
     if case.workload == "large":
         return [SECONDS, CPU_TOTAL, PEAK, SIZE, PEAK_OVER_SIZE]
+    if case.workload.startswith("memory"):
+        return [RATE, CPU, PEAK_PER_MESSAGE]
     if case.link == LATENCY_LINK:
         return [RATE, CPU, ROUND_TRIPS]
     return [RATE, CPU]
@@ -356,6 +422,8 @@ def run_case(
 ) -> dict[str, ClientResults]:
     """All repetitions of ``case``: reps outermost, client order rotated each rep."""
     clients = [c for c in case.clients if c in CLIENTS and (c, case.workload) in WORKERS]
+    if not clients:
+        return {}
     results = {client: ClientResults(client) for client in clients}
     runnable = []
     for client in clients:
@@ -389,6 +457,9 @@ def _progress_line(case: Case, client: str, rep: int, result: dict[str, Any]) ->
         return f"{head}: ERROR {result['error']}"
     if case.workload == "large":
         return f"{head}: peak +{result['maxrss_delta'] / 1e6:.1f} MB, {result['seconds']:.3f} s"
+    if case.workload.startswith("memory"):
+        per_message = _peak_per_message(result) or 0.0
+        return f"{head}: {_rate(result):.1f} msg/s, peak +{per_message:.0f} B/msg"
     text = f"{head}: {_rate(result):.1f} msg/s, {_cpu_per_1k(result):.3f} CPU s/1k"
     if "turns" in result:
         text += f", {_round_trips(result):.2f} RT/msg"
@@ -472,6 +543,72 @@ TARGETS = (
         "ratio",
         "<=",
         0.25,
+    ),
+    Target(
+        "loopback smtp-sink, prebuilt 1 KB, send_messages: <= 0.18x aiosmtplib CPU per message",
+        "smtp-sink/loopback/sendmail",
+        "ours_batch",
+        CPU.name,
+        "ratio",
+        "<=",
+        0.18,
+    ),
+    Target(
+        "loopback, SMTPPool(8) on uvloop: >= 1.1x the msg/s of smtp-source -d -s 8 (C)",
+        "smtp-sink/loopback/sendmail",
+        "ours_pool_uvloop",
+        RATE.name,
+        "ratio",
+        ">=",
+        1.1,
+        baseline="smtp_source_8",
+    ),
+    Target(
+        "loopback, SMTPPool(8) on asyncio: >= 1.0x the msg/s of smtp-source -d -s 8 (C)",
+        "smtp-sink/loopback/sendmail",
+        "ours_pool",
+        RATE.name,
+        "ratio",
+        ">=",
+        1.0,
+        baseline="smtp_source_8",
+    ),
+    Target(
+        "loopback, SMTPPool(8) on uvloop: <= 1.0x the CPU per message of smtp-source -s 8",
+        "smtp-sink/loopback/sendmail",
+        "ours_pool_uvloop",
+        CPU.name,
+        "ratio",
+        "<=",
+        1.0,
+        baseline="smtp_source_8",
+    ),
+    Target(
+        "100,000-message batch, prebuilt items: peak memory above the items <= 300 B/message",
+        "smtp-sink/loopback/memory",
+        "ours_batch",
+        PEAK_PER_MESSAGE.name,
+        "value",
+        "<=",
+        300.0,
+    ),
+    Target(
+        "100,000-message batch, lazy items: peak memory above the items <= 300 B/message",
+        "smtp-sink/loopback/memory_lazy",
+        "ours_batch_lazy",
+        PEAK_PER_MESSAGE.name,
+        "value",
+        "<=",
+        300.0,
+    ),
+    Target(
+        "1 message to 1,000 recipients, sendmail: >= 50x aiosmtplib msg/s",
+        "smtp-sink/loopback/fanout",
+        "ours_pipelined",
+        RATE.name,
+        "ratio",
+        ">=",
+        50.0,
     ),
     Target(
         "loopback smtp-sink, EmailMessage objects, send_messages: >= 2x aiosmtplib msg/s",
@@ -703,10 +840,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bash benchmarks/run", description="smtp_backends side-by-side benchmarks."
     )
-    parser.add_argument("--quick", action="store_true", help="a run under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="a shorter run (about 4 minutes)")
     parser.add_argument("--reps", type=int, help="repetitions per client (at least 3)")
     parser.add_argument(
         "--only", action="append", default=[], help="run cases whose server/link/workload has this"
+    )
+    parser.add_argument(
+        "--clients",
+        action="append",
+        default=[],
+        help="run only these clients (comma-separated names, repeatable), e.g. "
+        "ours_pool_uvloop,smtp_source_8",
     )
     parser.add_argument(
         "--output", type=Path, default=RESULTS_DIR / "latest.json", help="JSON results file"
@@ -721,6 +865,18 @@ def main(argv: list[str] | None = None) -> int:
         cases = [case for case in cases if any(text in case.key for text in args.only)]
         if not cases:
             parser.error("--only matched no case")
+    if args.clients:
+        wanted = {name for names in args.clients for name in names.split(",") if name}
+        unknown = wanted - set(CLIENTS)
+        if unknown:
+            parser.error(f"--clients: unknown clients {sorted(unknown)}")
+        cases = [
+            dataclasses.replace(case, clients=tuple(c for c in case.clients if c in wanted))
+            for case in cases
+        ]
+        cases = [case for case in cases if case.clients]
+        if not cases:
+            parser.error("--clients matched no client of the cases run")
 
     RESULTS_DIR.mkdir(exist_ok=True)
     log_dir = RESULTS_DIR / "logs"

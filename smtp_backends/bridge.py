@@ -15,6 +15,9 @@ their connections are reused across calls and requests.
 * After ``fork()`` the child starts a bridge of its own and never touches the
   parent's loop, sockets or pools.
 * At interpreter exit the pools are closed (QUIT) and the loop stopped.
+* The loop is asyncio's, or uvloop's when asked for (``Bridge(loop="uvloop")``,
+  or ``SMTP_BACKENDS_LOOP=uvloop`` in the environment for the process's
+  bridge) and installed (``pip install smtp-backends[uvloop]``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import atexit
 import concurrent.futures
 import contextlib
 import contextvars
+import importlib
+import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
@@ -32,16 +37,81 @@ from typing import Any, TypeVar
 from .errors import SMTPPoolClosedError, SMTPTimeoutError
 from .pool import SMTPPool
 
-__all__ = ("Bridge", "get_bridge", "run_async", "run_sync", "shared_pool", "shutdown")
+__all__ = (
+    "LOOP_ENVIRONMENT_VARIABLE",
+    "Bridge",
+    "get_bridge",
+    "run_async",
+    "run_sync",
+    "shared_pool",
+    "shutdown",
+)
 
 T = TypeVar("T")
 
+logger = logging.getLogger("smtp_backends")
+
+#: The environment variable naming the process bridge's event loop: ``asyncio``
+#: (the default) or ``uvloop``.
+LOOP_ENVIRONMENT_VARIABLE = "SMTP_BACKENDS_LOOP"
+_LOOPS = ("asyncio", "uvloop")
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+# How long Bridge.run waits, after its timeout, for the cancelled work to stop.
+_CANCEL_GRACE = 5.0
+
+
+def _loop_factory(name: str | None) -> tuple[str, LoopFactory]:
+    """The loop to run: ``name``, else the environment's choice, else asyncio's.
+
+    Raises:
+        ValueError: an unknown loop name (in the argument or the environment).
+        ModuleNotFoundError: ``name="uvloop"`` and uvloop is not installed.
+    """
+    explicit = name is not None
+    if name is None:
+        name = os.environ.get(LOOP_ENVIRONMENT_VARIABLE, "").strip().lower() or "asyncio"
+        where = f"{LOOP_ENVIRONMENT_VARIABLE}={name!r}"
+    else:
+        where = f"loop={name!r}"
+    if name not in _LOOPS:
+        raise ValueError(f"{where}: the event loop must be one of {', '.join(_LOOPS)}")
+    if name == "uvloop":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            if explicit:
+                raise ModuleNotFoundError(
+                    "loop='uvloop' needs uvloop: pip install 'smtp-backends[uvloop]'",
+                    name="uvloop",
+                ) from None
+            # Asked for by the environment (which may serve other programs too):
+            # run on asyncio's loop rather than not at all, and say so.
+            logger.warning("%s, but uvloop is not installed: using asyncio's loop", where)
+            return "asyncio", asyncio.new_event_loop
+        factory: LoopFactory = uvloop.new_event_loop
+        return "uvloop", factory
+    return "asyncio", asyncio.new_event_loop
+
 
 class Bridge:
-    """An event loop in a daemon thread, and the pools that live on it."""
+    """An event loop in a daemon thread, and the pools that live on it.
 
-    def __init__(self, name: str = "smtp-backends-bridge") -> None:
+    Args:
+        name: the loop thread's name.
+        loop: ``"asyncio"`` or ``"uvloop"``; None (the default) reads
+            ``SMTP_BACKENDS_LOOP`` from the environment, else asyncio.
+
+    Raises:
+        ValueError: an unknown loop name.
+        ModuleNotFoundError: ``loop="uvloop"`` without uvloop installed.
+    """
+
+    def __init__(self, name: str = "smtp-backends-bridge", *, loop: str | None = None) -> None:
         self._name = name
+        #: The kind of event loop the bridge runs: ``"asyncio"`` or ``"uvloop"``.
+        self.loop_name, self._loop_factory = _loop_factory(loop)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -74,7 +144,7 @@ class Bridge:
             # Created here, not in the caller's thread: the loop's own handles
             # would otherwise keep the caller's context variables (a request,
             # an app) alive for the life of the process.
-            loop = asyncio.new_event_loop()
+            loop = self._loop_factory()
             asyncio.set_event_loop(loop)
             loops.append(loop)
             loop.call_soon(ready.set)
@@ -106,19 +176,25 @@ class Bridge:
         Raises:
             RuntimeError: called from the bridge's own thread (it would wait
                 for itself forever).
-            SMTPTimeoutError: ``timeout`` passed first (the work is cancelled).
+            SMTPTimeoutError: ``timeout`` passed first (the work is cancelled,
+                and has stopped, its connection closed, before this is raised).
             Whatever the coroutine raised, with its traceback.
         """
         if self.in_loop_thread():
             coroutine.close()
             raise RuntimeError("Bridge.run() called on the bridge's own loop; await instead")
-        future = self.submit(coroutine)
+        future, cancel, finished = self._start_tracked(coroutine)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             if future.done():  # the coroutine's own timeout error (3.11+: the same class)
                 raise
-            future.cancel()
+            cancel()
+            # The cancellation reaches the loop asynchronously: until the work has
+            # seen it, a reply arriving meanwhile could still complete it. Whoever
+            # hears of the timeout may rely on the work having stopped (a send's
+            # connection closed), so wait for that, within reason.
+            finished.wait(_CANCEL_GRACE)
             raise SMTPTimeoutError(
                 f"Timed out after {timeout} s waiting for the mail bridge"
             ) from None
@@ -126,6 +202,51 @@ class Bridge:
             raise SMTPPoolClosedError(
                 "The mail bridge shut down before the call finished"
             ) from None
+
+    def _start_tracked(
+        self, coroutine: Coroutine[Any, Any, T]
+    ) -> tuple[concurrent.futures.Future[T], Callable[[], None], threading.Event]:
+        """Run ``coroutine`` as a task on the loop, in an empty context.
+
+        Returns its result as a thread-safe future, a thread-safe way to
+        cancel it, and an event set once the task has ended (cancelled or not).
+        """
+        loop = self.loop
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        finished = threading.Event()
+        tasks: list[asyncio.Task[T]] = []
+        cancelled = False
+
+        def settle(task: asyncio.Task[T]) -> None:
+            try:
+                if task.cancelled():
+                    future.cancel()
+                elif task.exception() is not None:
+                    future.set_exception(task.exception())
+                else:
+                    future.set_result(task.result())
+            finally:
+                finished.set()
+
+        def start() -> None:
+            task = loop.create_task(coroutine)
+            tasks.append(task)
+            task.add_done_callback(settle)
+            if cancelled:  # given up before it started: it ends at its first step
+                task.cancel()
+
+        def cancel_on_loop() -> None:
+            nonlocal cancelled
+            cancelled = True
+            for task in tasks:
+                task.cancel()
+
+        def cancel() -> None:
+            loop.call_soon_threadsafe(cancel_on_loop)
+
+        # Created in an empty context: see submit().
+        loop.call_soon_threadsafe(start, context=contextvars.Context())
+        return future, cancel, finished
 
     async def run_async(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Await ``coroutine`` on the bridge loop from any event loop."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.message
 import enum
+import functools
 import logging
 import socket
 import ssl
@@ -246,6 +247,8 @@ class SMTP:
 
     def _start_disconnected(self) -> None:
         self._transport: SMTPTransport | None = None
+        # The last transport closed, until its socket is gone (see wait_closed).
+        self._closing: SMTPTransport | None = None
         self._lock: asyncio.Lock | None = None
         self._failover_host: Host | None = None  # with failover: the host connected to
         self._forget_server()
@@ -531,11 +534,25 @@ class SMTP:
                 transport.close()
             else:
                 transport.abort()
+            self._closing = transport
             if _events.bus.active:
                 event_hooks.connection_closed(
                     self._config, clean, getattr(self, "_opened_at", None)
                 )
         self._forget_server()
+
+    async def wait_closed(self, grace: float = 1.0) -> None:
+        """After :meth:`close`, wait until the socket is really closed.
+
+        Closing is completed by the event loop (and a TLS close waits for the
+        peer's close_notify); past ``grace`` seconds the socket is aborted.
+        A pool counts a connection against its limit until this returns.
+        """
+        transport = self._closing
+        if transport is not None:
+            await transport.wait_closed(grace)
+            if self._closing is transport:
+                self._closing = None
 
     # Commands ----------------------------------------------------------------
 
@@ -1093,7 +1110,7 @@ class SMTP:
             )
             if dsn is not None:
                 add_rcpt_parameters(envelope, dsn)
-            [outcome] = await self._run([lambda: envelope], timeout_value, clock=clock)
+            [outcome] = await self._run((envelope,), _same, timeout_value, clock=clock)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -1159,7 +1176,7 @@ class SMTP:
             )
             if dsn is not None:
                 add_rcpt_parameters(envelope, dsn)
-            [outcome] = await self._run([lambda: envelope], timeout_value, clock=clock)
+            [outcome] = await self._run((envelope,), _same, timeout_value, clock=clock)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
@@ -1251,8 +1268,11 @@ class SMTP:
             timeout_value = self._timeout(timeout)
             await self._ehlo_or_helo_if_needed(timeout_value)
             clock = SendClock(asyncio.get_running_loop(), limit) if limit is not None else None
+            # One preparing function for the whole batch, called when each
+            # item's turn comes: nothing per item is built or held in advance.
             return await self._run(
-                self._batch_preparers(items),
+                items,
+                self._item_preparer(),
                 timeout_value,
                 on_result,
                 clock,
@@ -1294,31 +1314,35 @@ class SMTP:
 
     async def _run(
         self,
-        preparers: Sequence[Callable[[], Envelope]],
+        items: Sequence[Any],
+        prepare: Callable[[Any], Envelope],
         timeout: float | None,
         on_result: ResultCallback | None = None,
         clock: SendClock | None = None,
         on_content: ContentCallback | None = None,
     ) -> list[Outcome | Exception]:
+        """Send ``items`` (``prepare(item)`` makes each envelope in its turn); their outcomes."""
         if _events.bus.active:  # report each message's outcome (nobody listening: no cost)
-            preparers, on_result = event_hooks.watch(self._config, preparers, on_result)
+            items, prepare, on_result = event_hooks.watch(self._config, items, prepare, on_result)
         config = self._config
         if config.rate_limit is None and config.failover is None:
             return await deliver(
                 self._require_transport(),
-                preparers,
+                items,
+                prepare,
                 timeout,
                 self.close,
                 on_result,
                 clock,
                 on_content,
             )
-        return await self._run_with_policies(config, preparers, timeout, on_result, clock)
+        return await self._run_with_policies(config, items, prepare, timeout, on_result, clock)
 
     async def _run_with_policies(
         self,
         config: ConnectionConfig,
-        preparers: Sequence[Callable[[], Envelope]],
+        items: Sequence[Any],
+        prepare: Callable[[Any], Envelope],
         timeout: float | None,
         on_result: ResultCallback | None,
         clock: SendClock | None = None,
@@ -1331,22 +1355,23 @@ class SMTP:
             return outcome if failover is None else failover.judge(host, outcome)
 
         async def send_all(
-            items: Sequence[Callable[[], Envelope]], told: ResultCallback | None
+            batch: Sequence[Any], make: Callable[[Any], Envelope], told: ResultCallback | None
         ) -> list[Outcome | Exception]:
             tell = None if told is None else (lambda i, outcome: told(i, judge(outcome)))
             outcomes = await deliver(
-                self._require_transport(), items, timeout, self.close, tell, clock
+                self._require_transport(), batch, make, timeout, self.close, tell, clock
             )
             return [judge(outcome) for outcome in outcomes]
 
         limiter = config.rate_limit
         if limiter is None:
-            return await send_all(preparers, on_result)
+            return await send_all(items, prepare, on_result)
 
         async def send_one(envelope: Envelope) -> Outcome | Exception:
-            [outcome] = await send_all([lambda: envelope], None)
+            [outcome] = await send_all((envelope,), _same, None)
             return outcome
 
+        preparers = [functools.partial(prepare, item) for item in items]
         return await limiter.send(preparers, send_one, lambda: self.is_connected, on_result)
 
     def _signer(self) -> Callable[[bytes], bytes] | None:
@@ -1372,39 +1397,51 @@ class SMTP:
         encrypted = self._require_transport().encrypted
         return dsn, mail_parameters(dsn, requiretls, self._extensions, encrypted)
 
-    def _batch_preparers(self, items: Sequence[BatchItem]) -> list[Callable[[], Envelope]]:
-        # The policies are looked up once per batch, not per message.
+    def _item_preparer(self) -> Callable[[BatchItem], Envelope]:
+        """The preparing function of one batch (the policies are looked up once per batch)."""
         sign = self._signer()
         config = self._config
-        policies = config.dsn is not None or config.requiretls
-        return [self._batch_preparer(item, sign, policies) for item in items]
+        policies = config.dsn is not None or bool(config.requiretls)
+        if sign is None and not policies:
+            return self._prepare_item
+        return functools.partial(self._prepare_item, sign=sign, policies=policies)
 
-    def _batch_preparer(
-        self, item: BatchItem, sign: Callable[[bytes], bytes] | None, policies: bool
-    ) -> Callable[[], Envelope]:
-        def prepare() -> Envelope:
-            extensions = self._extensions
-            ready = item() if callable(item) else item
-            dsn: DSN | None = None
-            extra: list[str] | None = None
-            if policies:  # the client's DSN / REQUIRETLS defaults
-                dsn, extra = self._delivery_options(None, None)
-            if isinstance(ready, email.message.Message):
-                envelope = envelope_for_message(ready, None, None, extra, None, extensions, sign)
-            elif isinstance(ready, tuple) and len(ready) == 3:
-                envelope = envelope_for_data(
-                    ready[0], ready[1], ready[2], extra, None, extensions, sign
-                )
-            else:
-                raise TypeError(
-                    "Expected an email message, a (sender, recipients, data) tuple or a "
-                    f"callable returning one, not {type(ready).__name__}"
-                )
-            if dsn is not None:
-                add_rcpt_parameters(envelope, dsn)
-            return envelope
+    def _prepare_item(
+        self,
+        item: BatchItem,
+        sign: Callable[[bytes], bytes] | None = None,
+        policies: bool = False,
+    ) -> Envelope:
+        """The envelope of one batch item (a lazy item is called now).
 
-        return prepare
+        ``sign`` signs its bytes (DKIM); with ``policies`` the client's DSN /
+        REQUIRETLS defaults apply.
+        """
+        ready = item() if callable(item) else item
+        dsn: DSN | None = None
+        extra: list[str] | None = None
+        if policies:
+            dsn, extra = self._delivery_options(None, None)
+        extensions = self._extensions
+        if isinstance(ready, tuple) and len(ready) == 3:
+            envelope = envelope_for_data(
+                ready[0], ready[1], ready[2], extra, None, extensions, sign
+            )
+        elif isinstance(ready, email.message.Message):
+            envelope = envelope_for_message(ready, None, None, extra, None, extensions, sign)
+        else:
+            raise TypeError(
+                "Expected an email message, a (sender, recipients, data) tuple or a "
+                f"callable returning one, not {type(ready).__name__}"
+            )
+        if dsn is not None:
+            add_rcpt_parameters(envelope, dsn)
+        return envelope
+
+
+def _same(envelope: Envelope) -> Envelope:
+    """The identity, as the preparing function of an envelope already prepared."""
+    return envelope
 
 
 def _run_blocking(name: str, run: Callable[[], Coroutine[Any, Any, Outcome]]) -> Outcome:

@@ -249,22 +249,22 @@ def report(
 
 def watch(
     config: Any,
-    preparers: Sequence[Callable[[], Envelope]],
+    items: Sequence[Any],
+    prepare: Callable[[Any], Envelope],
     on_result: Callable[[int, Any], object] | None,
-) -> tuple[list[Callable[[], Envelope]], Callable[[int, Any], object]]:
-    """The client's preparers and result callback, wrapped to report each message."""
+) -> tuple[range, Callable[[int], Envelope], Callable[[int, Any], object]]:
+    """The client's items, preparing function and result callback, wrapped to report
+    each message: the items become their positions, so that each envelope prepared
+    is recorded at its message's position."""
     scope, ledger = _scope.get(), _ledger.get()
     host, port = server_of(config)
-    infos: list[_Info | None] = [None] * len(preparers)
+    infos: list[_Info | None] = [None] * len(items)
 
-    def wrap(index: int, prepare: Callable[[], Envelope]) -> Callable[[], Envelope]:
-        def prepared() -> Envelope:
-            started, clock = time.time(), time.perf_counter()
-            envelope = prepare()
-            infos[index] = _from_envelope(envelope, started, clock)
-            return envelope
-
-        return prepared
+    def prepared(index: int) -> Envelope:
+        started, clock = time.time(), time.perf_counter()
+        envelope = prepare(items[index])
+        infos[index] = _from_envelope(envelope, started, clock)
+        return envelope
 
     def told(index: int, outcome: Any) -> object:
         info = infos[index]
@@ -276,7 +276,7 @@ def watch(
             report(host, port, scope, info, outcome)
         return on_result(index, outcome) if on_result is not None else None
 
-    return [wrap(i, p) for i, p in enumerate(preparers)], told
+    return range(len(items)), prepared, told
 
 
 class Ledger:

@@ -218,25 +218,38 @@ class SMTPPool:
         if when is not None and not self._closed:
             self._expiry = self._bound_loop().call_at(when, self._step)
 
-    def _close_entry(self, entry: Entry) -> None:
-        """Close a CLOSING entry (QUIT in the background); it leaves the pool after."""
+    def _close_entry(self, entry: Entry) -> asyncio.Task[None] | None:
+        """Close a CLOSING entry (QUIT in the background); it leaves the pool after.
+
+        Returns the closing task, for a caller that must not return before a
+        dead connection's socket is gone.
+        """
         client = entry.client
-        if client is None or not client.is_connected:
-            if client is not None:
-                client.close()
+        if client is None:
             self._discard(entry)
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._quit(entry, client))
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
+        return task
+
+    @staticmethod
+    async def _settle(task: asyncio.Task[None] | None) -> None:
+        """Wait until a failed connection has left the pool (shielded: it always does)."""
+        if task is not None:
+            await asyncio.shield(task)
 
     async def _quit(self, entry: Entry, client: SMTP) -> None:
         try:
-            await client.quit(timeout=5)
+            if client.is_connected:
+                await client.quit(timeout=5)
         except (SMTPException, OSError):
-            client.close()
+            pass
         finally:
-            # Only now is its slot free: the socket stayed open until here.
+            # Only once the socket is really closed is its slot free (a
+            # cancelled or failed send's too): never more sockets than the limit.
+            client.close()
+            await client.wait_closed()
             self._discard(entry)
             if not self._closed:
                 self._step()
@@ -286,10 +299,11 @@ class SMTPPool:
             else:
                 client = await clock.bound(self._make_ready(entry), connecting=True)
         except BaseException:
-            self._discard(entry)
-            if entry.client is not None:
-                entry.client.close()
-            self._step()
+            self._planner.release(entry, self._now(), reusable=False)
+            closing = self._close_entry(entry)
+            if closing is None:  # never opened: its slot is free now
+                self._step()
+            await self._settle(closing)  # else free once its socket is gone
             raise
         if asked:
             event_hooks.acquired(self.config, entry, asked, self._planner.active_count)
@@ -330,18 +344,22 @@ class SMTPPool:
         self.connections_opened += 1
         return client
 
-    def _release(self, entry: Entry, *, reusable: bool, sent: int = 0) -> None:
+    def _release(self, entry: Entry, *, reusable: bool, sent: int = 0) -> asyncio.Task[None] | None:
+        """Give ``entry`` back; returns the task closing it if its connection failed."""
         client = entry.client
-        healthy = reusable and client is not None and client.is_connected and not self._closed
+        connected = client is not None and client.is_connected
+        healthy = reusable and connected and not self._closed
         self._planner.release(entry, self._now(), reusable=healthy, sent=sent)
         if event_hooks.lent:
             event_hooks.released(self.config, entry, self._planner.active_count)
+        closing = None
         if entry.state is EntryState.CLOSING:
             if healthy and _events.bus.active:
                 event_hooks.recycled(self.config, "max-messages", entry.messages_sent)
-            self._close_entry(entry)
+            closing = self._close_entry(entry)
         self._released.set()
         self._step()
+        return None if connected else closing
 
     async def _with_client(
         self,
@@ -386,7 +404,7 @@ class SMTPPool:
             finally:
                 if ledger is not None:
                     event_hooks.close_ledger(ledger[1])
-                self._release(entry, reusable=True, sent=sent)
+                await self._settle(self._release(entry, reusable=True, sent=sent))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # Sending ------------------------------------------------------------------
@@ -607,7 +625,8 @@ class SMTPPool:
                         sent += accepted
                         progressed = progressed or moved
                 finally:
-                    self._release(entry, reusable=True, sent=sent)
+                    # A failed connection's slot stays counted until its socket is gone.
+                    await self._settle(self._release(entry, reusable=True, sent=sent))
                 lost = book.pending and not client.is_connected
                 if lost and not book.connection_lost(progressed):
                     logger.debug("pool: the batch stops: connections keep failing")

@@ -1,10 +1,14 @@
 """The asyncio side of one connection: sockets, TLS, timeouts, error translation.
 
-:class:`SMTPTransport` is an :class:`asyncio.Protocol` that feeds received
-bytes straight into the sans-IO :class:`~smtp_backends.protocol.connection.ClientConnection`
-and wakes the one waiting reader once enough replies are parsed: no stream
-reader, no per-line task. Foreign exceptions (OSError, ssl errors, asyncio
-timeouts) are translated here into :mod:`smtp_backends.errors` and never leak.
+:class:`SMTPTransport` is an :class:`asyncio.BufferedProtocol` that reads into
+one reusable buffer, feeds what arrived straight into the sans-IO
+:class:`~smtp_backends.protocol.connection.ClientConnection` and wakes the one
+waiting reader once enough replies are parsed: no stream reader, no per-line
+task. Foreign exceptions (OSError, ssl errors, asyncio timeouts) are
+translated here into :mod:`smtp_backends.errors` and never leak.
+
+It makes no assumption about the class of the transport the loop hands it:
+uvloop's transports, for one, are not subclasses of :class:`asyncio.Transport`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .config import ConnectionConfig
 from .errors import (
@@ -45,6 +49,13 @@ logger = logging.getLogger("smtp_backends")
 
 Event = tuple[Command, SMTPResponse]
 
+#: Size of the one buffer each connection reads into. asyncio's plain
+#: ``Protocol`` path allocates a fresh 256 KiB object for every read (served
+#: by mmap, then shrunk and unmapped: three syscalls and a page fault per
+#: reply); one reused buffer costs nothing per read. 64 KiB holds a whole
+#: reply at its cap, or a burst of a thousand pipelined RCPT replies.
+READ_BUFFER_SIZE = 64 * 1024
+
 
 def log_sent(command: Command, data: bytes) -> None:
     """Log what the client sent at DEBUG, without secrets or message content."""
@@ -68,7 +79,7 @@ def translate_tls_error(exc: ssl.SSLError, where: str) -> SMTPTLSError:
     return SMTPTLSError(f"{where}: TLS handshake failed: {exc}")
 
 
-class SMTPTransport(asyncio.Protocol):
+class SMTPTransport(asyncio.BufferedProtocol):
     """Byte transport of one SMTP connection, bound to the loop that opened it.
 
     Args:
@@ -95,17 +106,35 @@ class SMTPTransport(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         #: Connected through a proxy: the peer address is the proxy's, never "local".
         self.proxied = False
+        self._read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
         return f"<SMTPTransport {state} {self.connection!r}>"
 
-    # asyncio.Protocol callbacks ------------------------------------------
+    # asyncio.BufferedProtocol callbacks ----------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport (asyncio calls this once connected)."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        """Keep the transport (the loop calls this once connected).
+
+        Any loop's transport is taken as it comes (uvloop's are not
+        :class:`asyncio.Transport` subclasses; a check of the class would
+        raise inside the loop, which swallows it, and connect() would hang).
+        """
+        self.transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The reusable buffer the loop reads into."""
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` arrived in the buffer: parse a copy of them at once.
+
+        Only a copy leaves the buffer, and parsing happens before the next
+        read, so nothing lingers in it (after STARTTLS, nothing read before
+        the handshake can be taken for a reply: RFC 3207 4.2).
+        """
+        self.data_received(bytes(self._read_buffer[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         """Parse; tell the waiting consumer once the replies it wants are in."""
@@ -339,7 +368,7 @@ class SMTPTransport(asyncio.Protocol):
             SMTPConnectTimeoutError: the handshake took longer than ``timeout``.
         """
         transport = self.transport
-        if transport is None or self._error is not None:
+        if transport is None or self._error is not None or transport.is_closing():
             # e.g. bytes injected after the 220 already failed the connection
             raise self._error or SMTPServerDisconnected("Connection closed")
         try:
@@ -364,7 +393,11 @@ class SMTPTransport(asyncio.Protocol):
             raise SMTPServerDisconnected(f"Connection lost during STARTTLS: {exc}") from None
         if new_transport is None:  # pragma: no cover - only without a running transport
             raise SMTPServerDisconnected("Connection lost during STARTTLS")
-        assert isinstance(new_transport, asyncio.Transport)
+        if self._error is not None or self.transport is None:
+            # uvloop may complete start_tls() for a socket the server closed
+            # meanwhile (asyncio raises instead): the connection is gone all the same.
+            new_transport.abort()
+            raise SMTPServerDisconnected(f"Connection lost during STARTTLS ({self._error})")
         self.transport = new_transport
 
     def extra(self, name: str, default: Any = None) -> Any:
@@ -467,7 +500,13 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
     server_hostname = None
     if context is not None:
         server_hostname = config.hostname if config.sock is not None else host
-    factory: Callable[[], SMTPTransport] = lambda: SMTPTransport(ClientConnection())  # noqa: E731
+    made: list[SMTPTransport] = []
+
+    def factory() -> SMTPTransport:
+        protocol = SMTPTransport(ClientConnection())
+        made.append(protocol)
+        return protocol
+
     # Worded as aiosmtplib's errors, which name the port tried (the default one too).
     where = f"{host} on port {port}"
     try:
@@ -496,7 +535,14 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
                 server_hostname=server_hostname,
                 local_addr=config.source_address,
             )
-        _, protocol = await asyncio.wait_for(connecting, timeout)
+        try:
+            _, protocol = await asyncio.wait_for(connecting, timeout)
+        except BaseException:
+            # Cancelled (or timed out) just as the connection was made: the
+            # loop may have handed a transport to nobody. Close it, never leak it.
+            for orphan in made:
+                orphan.abort()
+            raise
         protocol.proxied = config.proxy is not None
     except SMTPException:
         raise  # already ours (the proxy's errors)

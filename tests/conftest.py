@@ -1,19 +1,33 @@
-"""Shared fixtures: TLS material, recording SMTP servers and scripted raw servers.
+"""Shared fixtures: event loops, TLS material, recording SMTP servers and scripted raw servers.
 
 See tests/servers.py for the server classes. Every server runs in a thread of its own on
 127.0.0.1 with a random free port and is stopped at teardown.
+
+The core suites (client, pool, pipelining, misbehaving servers, bridge, aiosmtplib's own
+tests) run on both event loops, asyncio's and uvloop's: each of their tests is
+parametrised with the loop (``[asyncio]`` / ``[uvloop]`` in its id). Async tests get the
+loop from pytest-asyncio's ``pytest_asyncio_loop_factories`` hook; sync tests (the bridge,
+the subprocess running aiosmtplib's suite) take the ``loop_name`` fixture and pass it on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import inspect
+import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 import trustme
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the dev extra (not on Windows)
+    uvloop = None  # type: ignore[assignment]
 
 from tests.servers import (
     ScriptedServer,
@@ -21,6 +35,95 @@ from tests.servers import (
     server_context_for,
     start_smtpd,
 )
+
+# --------------------------------------------------------------------------- event loops
+
+#: Test modules run on every loop of LOOPS; the others on asyncio's only.
+CORE_MODULES = frozenset(
+    {
+        "test_bridge",
+        "test_client",
+        "test_client_logging",
+        "test_client_tls",
+        "test_misbehaving_servers",
+        "test_pipelining",
+        "test_pool",
+        "test_transport",
+        "test_upstream_aiosmtplib",
+    }
+)
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def _loops() -> dict[str, LoopFactory]:
+    """The loops the core suites run on.
+
+    ``SMTP_BACKENDS_TEST_LOOPS=asyncio`` (comma-separated names) narrows the choice, e.g.
+    to rerun one loop's failures. uvloop is in the dev extra; where it cannot be installed
+    (Windows) the core runs on asyncio alone, and says so in the summary.
+    """
+    loops: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+    if uvloop is not None:
+        loops["uvloop"] = uvloop.new_event_loop
+    wanted = os.environ.get("SMTP_BACKENDS_TEST_LOOPS", "")
+    if wanted:
+        unknown = set(wanted.split(",")) - set(loops)
+        if unknown:
+            raise pytest.UsageError(f"SMTP_BACKENDS_TEST_LOOPS names unknown loops: {unknown}")
+        loops = {name: loops[name] for name in wanted.split(",")}
+    return loops
+
+
+LOOPS = _loops()
+
+
+def _is_core(node: Any) -> bool:
+    module = getattr(node, "module", None)
+    name = getattr(module, "__name__", "").rpartition(".")[2]
+    return name in CORE_MODULES
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: Any) -> Mapping[str, LoopFactory]:
+    """The loops an async test runs on: every loop for the core suites."""
+    if _is_core(item):
+        return LOOPS
+    return {"asyncio": asyncio.new_event_loop}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Sync core tests that take ``loop_name`` run once per loop."""
+    if (
+        "loop_name" in metafunc.fixturenames
+        and _is_core(metafunc)
+        and not inspect.iscoroutinefunction(metafunc.function)
+    ):
+        metafunc.parametrize("loop_name", list(LOOPS), indirect=True)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which loops the core suites run on."""
+    missing = "" if uvloop is not None else " (uvloop is not installed)"
+    return f"smtp_backends core suites on: {', '.join(LOOPS)}{missing}"
+
+
+@pytest.fixture
+def loop_name(request: pytest.FixtureRequest) -> str:
+    """The event loop this test runs on (``"asyncio"`` or ``"uvloop"``).
+
+    An async test: the loop pytest-asyncio made for it. A sync core test: its
+    parameter, for the code it starts (the bridge's loop, a subprocess) to use.
+    """
+    param = getattr(request, "param", None)
+    if isinstance(param, str):
+        return param
+    callspec = getattr(request.node, "callspec", None)
+    factory = callspec.params.get("_asyncio_loop_factory") if callspec is not None else None
+    for name, candidate in LOOPS.items():
+        if candidate is factory:
+            return name
+    return "asyncio"
+
 
 # --------------------------------------------------------------------------- TLS material
 

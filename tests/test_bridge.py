@@ -45,8 +45,14 @@ TIMEOUT = 5.0
 
 
 @pytest.fixture(autouse=True)
-def no_bridge() -> Iterator[None]:
-    """No bridge before the test; the test's bridge (pools, loop thread) shut down after."""
+def no_bridge(loop_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No bridge before the test; the test's bridge (pools, loop thread) shut down after.
+
+    The process's bridge runs on the test's loop kind (``[asyncio]`` / ``[uvloop]``),
+    chosen as users choose it: ``SMTP_BACKENDS_LOOP`` (inherited by forked and spawned
+    children too).
+    """
+    monkeypatch.setenv(bridge_module.LOOP_ENVIRONMENT_VARIABLE, loop_name)
     shutdown()
     yield
     shutdown()
@@ -356,6 +362,56 @@ def test_bridge_starts_lazily_and_closes_its_pools(server: SMTPServer) -> None:
     assert bridge.run(asyncio.sleep(0, "again")) == "again"
     bridge.close()
     assert not bridge.running
+
+
+def _loop_module(bridge: Bridge) -> str:
+    return type(bridge.loop).__module__.partition(".")[0]
+
+
+def test_the_bridge_runs_the_loop_it_is_asked_for(server: SMTPServer, loop_name: str) -> None:
+    # The environment (set by no_bridge to this test's loop) chooses the process's bridge loop.
+    bridge = get_bridge()
+    assert bridge.loop_name == loop_name
+    assert _loop_module(bridge) == loop_name
+    pool = shared_pool("on-loop", factory_for(server))
+    run_sync(pool.send_message, message("on the chosen loop"))
+    assert subjects(server) == ["on the chosen loop"]
+    # An argument wins over the environment.
+    for name in ("asyncio", "uvloop"):
+        explicit = Bridge(loop=name)
+        try:
+            assert explicit.loop_name == name
+            assert _loop_module(explicit) == name
+            assert explicit.run(asyncio.sleep(0, name), timeout=TIMEOUT) == name
+        finally:
+            explicit.close()
+
+
+def test_an_unknown_loop_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="loop='trio'"):
+        Bridge(loop="trio")
+    monkeypatch.setenv("SMTP_BACKENDS_LOOP", "tokio")
+    with pytest.raises(ValueError, match="SMTP_BACKENDS_LOOP='tokio'"):
+        get_bridge()
+    monkeypatch.setenv("SMTP_BACKENDS_LOOP", " UVLOOP ")
+    assert get_bridge().loop_name == "uvloop"
+
+
+def test_uvloop_asked_for_but_not_installed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvloop cannot be uninstalled for one test: an import that fails stands in for it.
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    with pytest.raises(ModuleNotFoundError, match=r"smtp-backends\[uvloop\]"):
+        Bridge(loop="uvloop")
+    # Through the environment (shared with other programs): asyncio's loop, with a warning.
+    monkeypatch.setenv("SMTP_BACKENDS_LOOP", "uvloop")
+    bridge = Bridge()
+    assert bridge.loop_name == "asyncio"
+    assert "uvloop is not installed" in caplog.text
+    assert bridge.run(asyncio.sleep(0, "ran"), timeout=TIMEOUT) == "ran"
+    assert _loop_module(bridge) == "asyncio"
+    bridge.close()
 
 
 def test_closed_shared_pool_is_replaced(server: SMTPServer) -> None:

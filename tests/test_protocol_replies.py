@@ -418,3 +418,58 @@ def test_enhanced_status(message: str, expected: str | None) -> None:
 )
 def test_enhanced_status_follows_rfc3463_syntax(message: str, expected: str | None) -> None:
     assert R(250, message).enhanced_status == expected
+
+
+# Bursts: the fast path for any size --------------------------------------------------------
+
+
+def _burst(count: int) -> bytes:
+    return b"".join(b"250 2.1.5 recipient %d ok\r\n" % n for n in range(count))
+
+
+def test_a_burst_of_a_thousand_replies_is_parsed_without_the_line_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    burst = _burst(1000)
+    assert len(burst) > DEFAULT_MAX_LINE_LENGTH
+    parser = ReplyParser()
+
+    def no_line_loop(self: ReplyParser, line: bytes) -> None:
+        raise AssertionError("left the fast path")
+
+    monkeypatch.setattr(ReplyParser, "_line", no_line_loop)
+    # Split anywhere: whole replies are taken at once, the partial one kept for later.
+    replies = parser.feed(burst[:20_001]) + parser.feed(burst[20_001:])
+    assert len(replies) == 1000
+    assert replies[999] == SMTPResponse(250, "2.1.5 recipient 999 ok")
+    assert not parser.has_partial_data
+
+
+@pytest.mark.parametrize("cut", [1, 7, 26, 4096, 8191, 8192, 30_000])
+def test_a_burst_split_anywhere_gives_the_same_replies(cut: int) -> None:
+    burst = _burst(1200) + b"250-multi\r\n250 line\r\n" + _burst(3)
+    parser = ReplyParser()
+    replies = []
+    for start in range(0, len(burst), cut):
+        replies += parser.feed(burst[start : start + cut])
+    assert len(replies) == 1204
+    assert replies[1200] == SMTPResponse(250, "multi\nline")
+    assert replies[-1] == SMTPResponse(250, "2.1.5 recipient 2 ok")
+
+
+def test_the_caps_hold_inside_a_large_burst() -> None:
+    good = _burst(500)
+    parser = ReplyParser()
+    replies, error = parser.parse(good + b"250 " + b"x" * DEFAULT_MAX_LINE_LENGTH + b"\r\n")
+    assert len(replies) == 500  # the good ones before it are kept
+    assert error is not None and "too long" in error.message
+    # A partial line over the cap after complete replies is refused too.
+    parser = ReplyParser(max_line_length=100)
+    replies, error = parser.parse(_burst(10) + b"250 " + b"y" * 200)
+    assert len(replies) == 10
+    assert error is not None and "too long" in error.message
+    # A smaller cap bounds each line of the fast path.
+    parser = ReplyParser(max_line_length=40)
+    replies, error = parser.parse(b"250 ok\r\n250 " + b"z" * 40 + b"\r\n")
+    assert replies == [SMTPResponse(250, "ok")]
+    assert error is not None

@@ -155,6 +155,8 @@ def _path_command(head: bytes, address: str, options: Iterable[str], utf8: bool)
     # The address and each option are validated already: build the bytes directly.
     encoding = "utf-8" if utf8 else "ascii"
     try:
+        if not options:  # the common case (an empty list or tuple): one concatenation
+            return head + address.encode(encoding) + b">\r\n"
         parts = [head, address.encode(encoding), b">"]
         for value in options:
             parts.append(b" " + option(value).encode(encoding))

@@ -9,6 +9,7 @@ complete replies; anything malformed or oversized raises
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from typing import NamedTuple
 
@@ -30,8 +31,19 @@ DEFAULT_MAX_LINE_LENGTH = 8192
 DEFAULT_MAX_REPLY_SIZE = 65536
 
 _DIGITS = frozenset(b"0123456789")
-# Complete replies of one line each, CRLF-terminated: parsed in one go.
-_COMPLETE_ONE_LINE_REPLIES = re.compile(rb"(?:[2-5][0-9][0-9] [^\r\n]*\r\n)+")
+
+
+@functools.lru_cache(maxsize=8)
+def _complete_one_line_replies(limit: int) -> re.Pattern[bytes]:
+    """Complete one-line replies, CRLF-terminated, each at most ``limit`` bytes.
+
+    A run of them (a pipelined group's replies, a thousand RCPT replies) is
+    parsed in one go whatever its total size; the bound on each line keeps
+    the caps in force on this path too.
+    """
+    return re.compile(rb"(?:[2-5][0-9][0-9] [^\r\n]{0,%d}\r\n)+" % (limit - 6))
+
+
 # RFC 3463 2: class "." subject "." detail, class 2, 4 or 5.
 _ENHANCED_STATUS = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}")
 
@@ -103,7 +115,7 @@ class ReplyParser:
     __slots__ = (
         "_buffer",
         "_code",
-        "_fast_limit",
+        "_fast",
         "_lines",
         "_size",
         "error",
@@ -118,8 +130,8 @@ class ReplyParser:
     ) -> None:
         self.max_line_length = max_line_length
         self.max_reply_size = max_reply_size
-        # Up to this size, every line of a chunk is within both caps.
-        self._fast_limit = min(max_line_length, max_reply_size)
+        # One-line replies no longer than both caps take the fast path.
+        self._fast = _complete_one_line_replies(min(max_line_length, max_reply_size))
         self._buffer = b""
         self._code = 0  # code of the multiline reply in progress; 0: none
         self._lines: list[str] = []
@@ -155,18 +167,22 @@ class ReplyParser:
         if self.error is not None:
             return [], self.error
         buffer = self._buffer + data if self._buffer else data
-        if (
-            not self._code
-            and len(buffer) <= self._fast_limit
-            and _COMPLETE_ONE_LINE_REPLIES.fullmatch(buffer)
-        ):
-            # The common case: whole one-line replies (a pipelined group's).
-            self._buffer = b""
-            new = tuple.__new__  # skips the NamedTuple's Python-level __new__
-            return [
-                new(SMTPResponse, (int(line[:3]), line[4:].decode("utf-8", "replace")))
-                for line in buffer[:-2].split(b"\r\n")
-            ], None
+        if not self._code:
+            # The common case: whole one-line replies (a pipelined group's, of
+            # any size), perhaps followed by the start of the next reply.
+            end = buffer.rfind(b"\n") + 1
+            if (
+                end
+                and len(buffer) - end < self.max_line_length
+                and self._fast.fullmatch(buffer, 0, end)
+            ):
+                self._buffer = buffer[end:]
+                new = tuple.__new__  # skips the NamedTuple's Python-level __new__
+                lines = (buffer if end == len(buffer) else buffer[:end])[:-2].split(b"\r\n")
+                return [
+                    new(SMTPResponse, (int(line[:3]), line[4:].decode("utf-8", "replace")))
+                    for line in lines
+                ], None
         replies: list[SMTPResponse] = []
         start = 0
         try:

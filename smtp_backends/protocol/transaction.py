@@ -83,15 +83,22 @@ class Transaction:
     __slots__ = (
         "_accepted",
         "_rcpt_index",
+        "dot_sent",
         "envelope",
         "error",
+        "index",
         "mail_accepted",
         "refused",
         "result",
     )
 
-    def __init__(self, envelope: Envelope) -> None:
+    def __init__(self, envelope: Envelope, index: int = 0) -> None:
         self.envelope = envelope
+        #: The message's position in its batch.
+        self.index = index
+        #: Whether the terminating dot was handed to the transport (from then
+        #: on, a lost connection leaves the outcome unknown).
+        self.dot_sent = False
         self.mail_accepted = False
         self.refused: dict[str, SMTPResponse] = {}
         self._rcpt_index = 0

@@ -48,7 +48,7 @@ def _outcomes(junit: Path) -> dict[str, set[str]]:
     return outcomes
 
 
-def test_aiosmtplib_suite_passes_against_smtp_backends(tmp_path: Path) -> None:
+def test_aiosmtplib_suite_passes_against_smtp_backends(tmp_path: Path, loop_name: str) -> None:
     try:
         root = aiosmtplib_source()
     except UnavailableError as exc:
@@ -58,7 +58,9 @@ def test_aiosmtplib_suite_passes_against_smtp_backends(tmp_path: Path) -> None:
     # Its own pytest settings, without ours: no pytest-django (our settings module is
     # not there). Every test file runs: no --deselect, the outcomes are judged below.
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    command += ["-p", "no:django", "-p", "no:randomly", f"--junitxml={junit}", "tests"]
+    command += ["-p", "no:django", "-p", "no:randomly", f"--junitxml={junit}"]
+    # On the loop of this run (aiosmtplib's own conftest takes --event-loop=asyncio|uvloop).
+    command += [f"--event-loop={loop_name}", "tests"]
     environment = {**os.environ, "PYTHONPATH": str(shim)}
     environment.pop("COV_CORE_SOURCE", None)  # not measured: it runs the shim's imports
     environment.pop("DJANGO_SETTINGS_MODULE", None)
