@@ -12,7 +12,7 @@
     @app.post("/signup")
     async def signup(mailer: Mailer = Depends(mail)) -> dict[str, int]:
         outcomes = await mailer.asend([message])
-        ...
+        return {"sent": sum(isinstance(outcome, tuple) for outcome in outcomes)}
 
 Starlette: ``Starlette(lifespan=mail.lifespan)``; handlers use
 ``await mail.send_message(message)`` (or ``request.app.state.mailer``).
