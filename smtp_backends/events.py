@@ -60,6 +60,7 @@ __all__ = (
     "MessageSent",
     "OutcomeUnknown",
     "RecipientRefused",
+    "Relay",
     "bus",
     "cancelled",
     "emit",
@@ -458,6 +459,53 @@ def subscribed(subscriber: Subscriber, *kinds: type[Event]) -> Iterator[Subscrib
         yield subscriber
     finally:
         bus.unsubscribe(subscriber)
+
+
+class Relay:
+    """Hands the bus's events of one kind to a framework's signal while it has receivers.
+
+    The Django and Flask signals start it when a receiver connects and stop
+    it after the last one goes, so that with nobody listening nothing is
+    relayed and sending pays nothing.
+
+    Args:
+        kind: the :class:`Event` class relayed.
+        deliver: sends one event to the signal's receivers.
+        has_receivers: whether the signal still has receivers (weak ones may
+            have been collected since the last event).
+    """
+
+    def __init__(
+        self,
+        kind: type[Event],
+        deliver: Callable[[Event], None],
+        has_receivers: Callable[[], bool],
+    ) -> None:
+        self.kind = kind
+        self._deliver = deliver
+        self._has_receivers = has_receivers
+        self._relaying = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Subscribe to the bus (once)."""
+        with self._lock:
+            if not self._relaying:
+                bus.subscribe(self, self.kind)
+                self._relaying = True
+
+    def stop(self) -> None:
+        """Unsubscribe from the bus (once)."""
+        with self._lock:
+            if self._relaying:
+                bus.unsubscribe(self)
+                self._relaying = False
+
+    def __call__(self, event: Event) -> None:
+        if not self._has_receivers():  # only weak receivers, now collected
+            self.stop()
+            return
+        self._deliver(event)
 
 
 _batch_numbers = itertools.count(1)

@@ -31,7 +31,6 @@ message is not sent and not counted in ``send_messages()``'s result, and a
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -67,34 +66,21 @@ class EventSignal(Signal):  # type: ignore[misc]
     def __init__(self, kind: type[events.Event]) -> None:
         super().__init__()
         self.kind = kind
-        self._relaying = False
-        self._relay_lock = threading.Lock()
+        self._relay = events.Relay(kind, self._send_event, self.has_listeners)
 
     def connect(self, receiver: Any, *args: Any, **kwargs: Any) -> None:
         """As :meth:`django.dispatch.Signal.connect`; starts relaying the events."""
         super().connect(receiver, *args, **kwargs)
-        with self._relay_lock:
-            if not self._relaying:
-                events.subscribe(self._relay, self.kind)
-                self._relaying = True
+        self._relay.start()
 
     def disconnect(self, *args: Any, **kwargs: Any) -> bool:
         """As :meth:`django.dispatch.Signal.disconnect`; stops relaying after the last."""
         found: bool = super().disconnect(*args, **kwargs)
         if not self.has_listeners():
-            self._stop()
+            self._relay.stop()
         return found
 
-    def _stop(self) -> None:
-        with self._relay_lock:
-            if self._relaying:
-                events.unsubscribe(self._relay)
-                self._relaying = False
-
-    def _relay(self, event: events.Event) -> None:
-        if not self.has_listeners():  # only weak receivers, now collected
-            self._stop()
-            return
+    def _send_event(self, event: events.Event) -> None:
         for receiver, result in self.send_robust(sender=type(event), event=event):
             if isinstance(result, Exception):
                 logger.error(

@@ -30,7 +30,6 @@ message is never reported as sent).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -68,34 +67,21 @@ class EventSignal(blinker.NamedSignal):
     def __init__(self, name: str, kind: type[events.Event]) -> None:
         super().__init__(name, doc=f"Sent for each {kind.__name__} event.")
         self.kind = kind
-        self._relaying = False
-        self._relay_lock = threading.Lock()
+        self._relay = events.Relay(kind, self._send_event, lambda: bool(self.receivers))
 
     def connect(self, receiver: Any, sender: Any = blinker.ANY, weak: bool = True) -> Any:
         """As :meth:`blinker.Signal.connect`; starts relaying the events."""
         result = super().connect(receiver, sender, weak)
-        with self._relay_lock:
-            if not self._relaying:
-                events.subscribe(self._relay, self.kind)
-                self._relaying = True
+        self._relay.start()
         return result
 
     def disconnect(self, receiver: Callable[..., Any], sender: Any = blinker.ANY) -> None:
         """As :meth:`blinker.Signal.disconnect`; stops relaying after the last receiver."""
         super().disconnect(receiver, sender)
         if not self.receivers:
-            self._stop()
+            self._relay.stop()
 
-    def _stop(self) -> None:
-        with self._relay_lock:
-            if self._relaying:
-                events.unsubscribe(self._relay)
-                self._relaying = False
-
-    def _relay(self, event: events.Event) -> None:
-        if not self.receivers:  # only weak receivers, now collected
-            self._stop()
-            return
+    def _send_event(self, event: events.Event) -> None:
         for receiver in self.receivers_for(type(event)):
             try:
                 receiver(type(event), event=event)
