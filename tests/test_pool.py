@@ -295,10 +295,12 @@ async def test_failed_transactions_do_not_count_towards_the_message_limit(
 
 async def test_idle_connection_is_quit_after_idle_timeout(server: SMTPServer) -> None:
     handler = handler_of(server)
-    async with pool_for(server, idle_timeout=0.3) as pool:
+    # Long enough that a loaded machine's pause between the send and the first check
+    # cannot pass for idleness.
+    async with pool_for(server, idle_timeout=1.0) as pool:
         await pool.send_message(message("before"))
         assert handler.commands.count("QUIT") == 0
-        assert await wait_until(lambda: handler.commands.count("QUIT") == 1, timeout=3)
+        assert await wait_until(lambda: handler.commands.count("QUIT") == 1, timeout=6)
         assert await wait_until(lambda: handler.open_connections == 0)
         # The server may see the close a moment before the pool's QUIT task ends.
         assert await wait_until(lambda: pool._planner.entries == [])
