@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -30,6 +30,7 @@ from .errors import (
 )
 from .outcomes import Verdict as Kind
 from .outcomes import classify
+from .protocol.transaction import Outcome
 
 __all__ = (
     "BatchBook",
@@ -37,6 +38,7 @@ __all__ = (
     "Plan",
     "PoolEntry",
     "PoolPlanner",
+    "Share",
     "Verdict",
     "check_batch_limits",
     "verdict_of",
@@ -286,7 +288,7 @@ def check_batch_limits(max_attempts: int, max_reconnects: int) -> None:
 
 
 class BatchBook:
-    """The accounts of one batch's messages (by index), as plain bookkeeping.
+    """The accounts and outcomes of one batch's messages (by index), as plain bookkeeping.
 
     Every message is pending, in flight on a connection, or settled (its final
     outcome known). A message is charged an attempt only for a real one (a
@@ -302,6 +304,11 @@ class BatchBook:
         max_attempts: real attempts allowed per message.
         max_reconnects: fruitless connections in a row tolerated after the
             first one.
+
+    Attributes:
+        outcomes: each message's final outcome, None until it is settled.
+        latest: each message's latest outcome, final or not: what it fails
+            with if the batch stops before it could be sent again.
     """
 
     def __init__(self, total: int, max_attempts: int = 3, max_reconnects: int = 3) -> None:
@@ -309,6 +316,8 @@ class BatchBook:
         self.max_attempts = max_attempts
         self.max_reconnects = max_reconnects
         self.pending: deque[int] = deque(range(total))
+        self.outcomes: list[Outcome | Exception | None] = [None] * total
+        self.latest: list[Outcome | Exception | None] = [None] * total
         self.attempts = [0] * total
         self.in_flight = 0
         self.settled = 0
@@ -379,3 +388,107 @@ class BatchBook:
         self.pending.clear()
         self.settled += len(left)
         return left
+
+
+#: Told each message's final outcome as a share settles it: (index in the batch, outcome).
+FinalCallback = Callable[[int, "Outcome | Exception"], object]
+#: Told each judgement of a share: (position in the share, outcome, whether it goes again).
+JudgedCallback = Callable[[int, "Outcome | Exception", bool], object]
+
+
+class Share:
+    """One connection's share of a batch: its messages judged as their outcomes arrive.
+
+    :meth:`judge` is the sending layer's result callback for the share: it
+    records each message's verdict in the :class:`BatchBook`, and a final
+    one's outcome in ``book.outcomes``, in one step.
+
+    Args:
+        book: the batch's accounts.
+        indices: the share's messages (from :meth:`BatchBook.take`), by position.
+        connected: whether the share's connection is still up (a message not
+            sent on a live connection is charged an attempt: nothing can go
+            round on one connection for ever).
+        on_final: told each message settled by this share (index, outcome).
+        on_judged: told each judgement (position, outcome, whether it goes again).
+    """
+
+    __slots__ = (
+        "accepted",
+        "book",
+        "connected",
+        "content_left",
+        "indices",
+        "judged",
+        "on_final",
+        "on_judged",
+        "progressed",
+    )
+
+    def __init__(
+        self,
+        book: BatchBook,
+        indices: list[int],
+        connected: Callable[[], bool],
+        on_final: FinalCallback | None = None,
+        on_judged: JudgedCallback | None = None,
+    ) -> None:
+        self.book = book
+        self.indices = indices
+        self.connected = connected
+        self.on_final = on_final
+        self.on_judged = on_judged
+        #: 1 at the position of each message judged already (each is judged once).
+        self.judged = bytearray(len(indices))
+        #: Positions whose content left ahead of their dot (a failure is a real attempt).
+        self.content_left: set[int] = set()
+        #: Messages accepted by the server, settled by this share.
+        self.accepted = 0
+        #: Whether any message got further (anything but "not sent").
+        self.progressed = False
+
+    def __repr__(self) -> str:
+        return f"<Share of {len(self.indices)}, {self.judged.count(1)} judged>"
+
+    @property
+    def complete(self) -> bool:
+        """Whether every message of the share was judged."""
+        return 0 not in self.judged
+
+    def judge(self, position: int, outcome: Outcome | Exception) -> None:
+        """Judge the outcome of the message at ``position``; a second call is ignored."""
+        judged = self.judged
+        if judged[position]:
+            return
+        judged[position] = 1
+        index = self.indices[position]
+        book = self.book
+        if outcome.__class__ is tuple and not outcome[0]:
+            # Accepted for every recipient: nearly every message. This is
+            # verdict_of (SENT) and BatchBook.record (final) inline, as the one
+            # step per message on the pool's hot path.
+            book.in_flight -= 1
+            book._fruitless = 0
+            book.settled += 1
+            book.outcomes[index] = outcome
+            self.accepted += 1
+            self.progressed = True
+            if self.on_judged is not None:
+                self.on_judged(position, outcome, False)
+        else:
+            book.latest[index] = outcome
+            verdict = verdict_of(outcome, position in self.content_left)
+            if verdict is Verdict.NOT_SENT and self.connected():
+                verdict = Verdict.TRANSIENT
+            if verdict is not Verdict.NOT_SENT:
+                self.progressed = True
+            final = book.record(index, verdict)
+            if self.on_judged is not None:
+                self.on_judged(position, outcome, not final)
+            if not final:
+                return  # back in line
+            if verdict is Verdict.SENT:
+                self.accepted += 1
+            book.outcomes[index] = outcome
+        if self.on_final is not None:
+            self.on_final(index, outcome)
