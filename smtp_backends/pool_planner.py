@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -35,6 +35,7 @@ from .protocol.transaction import Outcome
 __all__ = (
     "BatchBook",
     "EntryState",
+    "Line",
     "Plan",
     "PoolEntry",
     "PoolPlanner",
@@ -287,6 +288,60 @@ def check_batch_limits(max_attempts: int, max_reconnects: int) -> None:
             raise ValueError(f"{name} must be at least {least}, not {value}")
 
 
+class Line:
+    """A batch's messages waiting for a connection, in order (a deque of indices).
+
+    Kept in three parts: those put back in front, the fresh ones never taken
+    (a range: a connection's share of them is taken as one slice, with no
+    step per message), and those put back at the end.
+    """
+
+    __slots__ = ("_back", "_fresh", "_front")
+
+    def __init__(self, total: int) -> None:
+        self._front: deque[int] = deque()
+        self._fresh = range(total)
+        self._back: deque[int] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._front or self._fresh or self._back)
+
+    def __len__(self) -> int:
+        return len(self._front) + len(self._fresh) + len(self._back)
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.chain(self._front, self._fresh, self._back)
+
+    def __repr__(self) -> str:
+        return f"Line({list(self)!r})"
+
+    def append(self, index: int) -> None:
+        """Put ``index`` back at the end."""
+        self._back.append(index)
+
+    def extendleft(self, indices: Iterable[int]) -> None:
+        """Put each of ``indices`` back in front, in turn (as :meth:`deque.extendleft`)."""
+        self._front.extendleft(indices)
+
+    def clear(self) -> None:
+        """Empty the line."""
+        self._front.clear()
+        self._fresh = range(0)
+        self._back.clear()
+
+    def take(self, most: int) -> list[int]:
+        """Remove and return up to ``most`` indices from the front."""
+        front, back = self._front, self._back
+        taken = [front.popleft() for _ in range(min(most, len(front)))] if front else []
+        if self._fresh and len(taken) < most:
+            share = most - len(taken)
+            taken += self._fresh[:share]
+            self._fresh = self._fresh[share:]
+        if back and len(taken) < most:
+            taken += [back.popleft() for _ in range(min(most - len(taken), len(back)))]
+        return taken
+
+
 class BatchBook:
     """The accounts and outcomes of one batch's messages (by index), as plain bookkeeping.
 
@@ -315,7 +370,7 @@ class BatchBook:
         check_batch_limits(max_attempts, max_reconnects)
         self.max_attempts = max_attempts
         self.max_reconnects = max_reconnects
-        self.pending: deque[int] = deque(range(total))
+        self.pending = Line(total)
         self.outcomes: list[Outcome | Exception | None] = [None] * total
         self.latest: list[Outcome | Exception | None] = [None] * total
         self.attempts = [0] * total
@@ -340,9 +395,8 @@ class BatchBook:
 
     def take(self, most: int) -> list[int]:
         """Up to ``most`` pending messages for one connection (in flight from now)."""
-        count = min(most, len(self.pending))
-        taken = [self.pending.popleft() for _ in range(count)]
-        self.in_flight += count
+        taken = self.pending.take(most)
+        self.in_flight += len(taken)
         return taken
 
     def record(self, index: int, verdict: Verdict) -> bool:

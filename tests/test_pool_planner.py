@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections import deque
+
 import pytest
 
 from smtp_backends import (
@@ -22,6 +25,7 @@ from smtp_backends import (
 from smtp_backends.pool_planner import (
     BatchBook,
     EntryState,
+    Line,
     PoolPlanner,
     Share,
     Verdict,
@@ -368,3 +372,32 @@ def test_a_share_that_only_waited_got_nothing_further() -> None:
         share.judge(position, SMTPServerDisconnected("Not sent: lost before this message"))
     assert (share.accepted, share.progressed) == (0, False)
     assert book.outcomes == [None, None] and book.attempts == [0, 0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_line_keeps_the_order_of_one_deque(seed: int) -> None:
+    # The line takes fresh messages as a slice; in any mix of takes, put-backs
+    # in front and at the end, it holds what a plain deque would, in order.
+    rng = random.Random(seed)
+    total = rng.randrange(0, 60)
+    line, model = Line(total), deque(range(total))
+    out: list[int] = []
+    for _ in range(80):
+        action = rng.randrange(4)
+        if action == 0:
+            most = rng.randrange(1, 12)
+            taken = line.take(most)
+            assert taken == [model.popleft() for _ in range(min(most, len(model)))]
+            out += taken
+        elif action == 1 and out:
+            index = out.pop(rng.randrange(len(out)))
+            line.append(index)
+            model.append(index)
+        elif action == 2 and out:
+            back = [out.pop() for _ in range(min(len(out), rng.randrange(1, 4)))]
+            line.extendleft(reversed(back))
+            model.extendleft(reversed(back))
+        assert list(line) == list(model)
+        assert len(line) == len(model) and bool(line) is bool(model)
+    line.clear()
+    assert not line and list(line) == [] and repr(line) == "Line([])"
