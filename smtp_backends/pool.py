@@ -564,9 +564,11 @@ class SMTPPool:
                 None if ledger is None else _ledger_judge(ledger, items, indices),
             )
             try:
-                # share.judge settles each message as its reply arrives, so that
-                # on_result hears of an accepted message at once; the others go
-                # back in line.
+                # share.judge settles each message as its reply arrives (the
+                # others go back in line), even when nobody asked for on_result:
+                # on_result hears of an accepted message at once, and progress on
+                # this connection resets the count of fruitless connections at
+                # once, so that failures elsewhere cannot stop a batch that moves.
                 results = await client._send_batch(
                     [items[i] for i in indices],
                     Default.token,
