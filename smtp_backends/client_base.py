@@ -69,19 +69,47 @@ _default = Default.token
 Timeout = float | None | Literal[Default.token]
 
 _fqdn: str | None = None
+# The lookup in flight and its event loop: connections opened together (a
+# pool's) share one lookup instead of each starting a thread for its own.
+_fqdn_lookup: tuple[asyncio.AbstractEventLoop, asyncio.Future[str]] | None = None
+
+
+def _lookup_fqdn() -> str:
+    name = socket.getfqdn()
+    try:
+        commands.ehlo_name(name)
+        name.encode("ascii")
+    except (ValueError, UnicodeEncodeError):
+        name = "localhost"
+    return name
+
+
+def _start_fqdn_lookup() -> asyncio.Future[str]:
+    """The FQDN lookup in flight on this loop, started now if there is none."""
+    global _fqdn_lookup
+    loop = asyncio.get_running_loop()
+    if _fqdn_lookup is None or _fqdn_lookup[0] is not loop or _fqdn_lookup[1].cancelled():
+        _fqdn_lookup = (loop, loop.run_in_executor(None, _lookup_fqdn))
+    return _fqdn_lookup[1]
+
+
+def _prefetch_local_hostname(config: ConnectionConfig) -> None:
+    """Start looking this host's FQDN up if the EHLO to come will need it.
+
+    Called before connecting: the lookup then runs while the connection
+    opens and the greeting comes.
+    """
+    if _fqdn is None and config.local_hostname is None:
+        _start_fqdn_lookup()
 
 
 async def _default_local_hostname() -> str:
     """This host's FQDN for EHLO, looked up once per process off the event loop."""
-    global _fqdn
+    global _fqdn, _fqdn_lookup
     if _fqdn is None:
-        name = await asyncio.get_running_loop().run_in_executor(None, socket.getfqdn)
-        try:
-            commands.ehlo_name(name)
-            name.encode("ascii")
-        except (ValueError, UnicodeEncodeError):
-            name = "localhost"
-        _fqdn = name
+        # Shielded: one waiter's cancellation must not cancel the others' lookup.
+        _fqdn = await asyncio.shield(_start_fqdn_lookup())
+        _fqdn_lookup = None
     return _fqdn
 
 

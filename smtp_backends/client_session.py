@@ -13,7 +13,7 @@ from typing import Any
 
 from . import event_hooks
 from . import events as _events
-from .client_base import ClientBase, Timeout, _default
+from .client_base import ClientBase, Timeout, _default, _prefetch_local_hostname
 from .config import ConnectionConfig, OAuthTokenGenerator
 from .errors import (
     SMTPAuthenticationError,
@@ -88,6 +88,7 @@ class ClientSession(ClientBase):
         return greeting
 
     async def _connect_to(self, config: ConnectionConfig) -> SMTPResponse:
+        _prefetch_local_hostname(config)  # looked up while the connection opens
         self._transport = await open_transport(config, config.timeout)
         try:
             return await self._connect_steps(config)

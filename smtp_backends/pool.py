@@ -40,12 +40,13 @@ from .outcomes import resend_now
 from .pool_planner import (
     BatchBook,
     EntryState,
+    FinalCallback,
+    JudgedCallback,
     Plan,
     PoolEntry,
     PoolPlanner,
-    Verdict,
+    Share,
     check_batch_limits,
-    verdict_of,
 )
 from .protocol.transaction import Outcome
 from .transport import logger
@@ -67,6 +68,17 @@ _retryable = resend_now
 
 
 Entry = PoolEntry[SMTP]
+
+
+def _ledger_judge(
+    ledger: event_hooks.Ledger, items: Sequence[BatchItem], indices: list[int]
+) -> JudgedCallback:
+    """Report a share's judgements to the events ledger (only while events are on)."""
+
+    def judged(position: int, outcome: Outcome | Exception, retried: bool) -> None:
+        ledger.judged(position, outcome, retried, items[indices[position]])
+
+    return judged
 
 
 class _Waiter:
@@ -509,84 +521,72 @@ class SMTPPool:
         if not total:
             return []
         book = BatchBook(total, self.max_attempts, self.max_reconnects)
-        outcomes: list[Outcome | Exception | None] = [None] * total
-        # Each message's latest outcome, final or not: what it fails with if the
-        # batch stops before it could be sent.
-        latest: list[Outcome | Exception | None] = [None] * total
         # One pipelined run per connection: each chunk ends with one round trip
         # that carries no next message, so chunks are as large as an even share
-        # (capped, so that progress is reported and work rebalanced now and then).
+        # (capped, so that work is rebalanced now and then).
         chunk = max(1, min(_MAX_CHUNK, math.ceil(total / self.max_connections)))
-        done = 0
         changed = asyncio.Event()  # something went back in line, or the batch ended
+        report: FinalCallback | None = None
+        if on_result is not None or on_progress is not None:
+            done = 0
 
-        def settle(index: int, outcome: Outcome | Exception) -> None:
-            nonlocal done
-            outcomes[index] = outcome
-            done += 1
-            if on_result is not None:
-                try:
-                    on_result(index, outcome)
-                except Exception:  # as in SMTP.send_messages: logged, never fatal
-                    logger.exception("on_result callback failed for message %d", index)
-            if on_progress is not None:
-                on_progress(done, total)
+            def report(index: int, outcome: Outcome | Exception) -> None:
+                # Told by each share as it settles a message (never per message
+                # when nobody asked for it).
+                nonlocal done
+                done += 1
+                if on_result is not None:
+                    try:
+                        on_result(index, outcome)
+                    except Exception:  # as in SMTP.send_messages: logged, never fatal
+                        logger.exception("on_result callback failed for message %d", index)
+                if on_progress is not None:
+                    on_progress(done, total)
 
         def stop(error: Exception) -> None:
             for index in book.give_up():
-                settle(index, latest[index] or error)
+                outcome = book.latest[index] or error
+                book.outcomes[index] = outcome
+                if report is not None:
+                    report(index, outcome)
             changed.set()
 
         async def run_chunk(client: SMTP, indices: list[int]) -> tuple[int, bool]:
             """Send one share on ``client``: (messages accepted, whether any got further)."""
-            accepted = 0
-            progressed = False
-            judged: set[int] = set()
-            content_left: set[int] = set()
-
-            def judge(position: int, outcome: Outcome | Exception) -> None:
-                # Settled as each reply arrives, so on_result hears of an
-                # accepted message at once; the others go back in line.
-                nonlocal accepted, progressed
-                if position in judged:
-                    return
-                judged.add(position)
-                index = indices[position]
-                latest[index] = outcome
-                verdict = verdict_of(outcome, position in content_left)
-                if verdict is Verdict.NOT_SENT and client.is_connected:
-                    # Not sent although the connection lives on: charge it, so that
-                    # nothing can go round on one connection for ever.
-                    verdict = Verdict.TRANSIENT
-                progressed = progressed or verdict is not Verdict.NOT_SENT
-                final = book.record(index, verdict)
-                if ledger is not None:
-                    ledger.judged(position, outcome, not final, items[index])
-                if final:
-                    accepted += verdict is Verdict.SENT
-                    settle(index, outcome)
-
             ledger, token = (
                 event_hooks.open_ledger(self.config) if _events.bus.active else (None, None)
             )
+            share = Share(
+                book,
+                indices,
+                lambda: client.is_connected,
+                report,
+                None if ledger is None else _ledger_judge(ledger, items, indices),
+            )
             try:
+                # share.judge settles each message as its reply arrives (the
+                # others go back in line), even when nobody asked for on_result:
+                # on_result hears of an accepted message at once, and progress on
+                # this connection resets the count of fruitless connections at
+                # once, so that failures elsewhere cannot stop a batch that moves.
                 results = await client._send_batch(
                     [items[i] for i in indices],
                     Default.token,
                     Default.token,
-                    judge,
-                    content_left.add,
+                    share.judge,
+                    share.content_left.add,
                 )
             except SMTPException as exc:  # the connection failed before sending
                 results = [exc] * len(indices)
             finally:
                 if token is not None:
                     event_hooks.close_ledger(token)
-            for position, outcome in enumerate(results):
-                judge(position, outcome)
+            if not share.complete:  # the sending layer returned what it did not tell
+                for position, outcome in enumerate(results):
+                    share.judge(position, outcome)
             book.chunk_done()
             changed.set()
-            return accepted, progressed
+            return share.accepted, share.progressed
 
         workers = min(self.max_connections, math.ceil(total / chunk))
         limit = self._planner.max_messages_per_connection
@@ -648,7 +648,7 @@ class SMTPPool:
         finally:
             changed.set()
         final: list[Outcome | Exception] = []
-        for outcome in outcomes:
+        for outcome in book.outcomes:
             assert outcome is not None
             final.append(outcome)
         return final

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -30,13 +30,16 @@ from .errors import (
 )
 from .outcomes import Verdict as Kind
 from .outcomes import classify
+from .protocol.transaction import Outcome
 
 __all__ = (
     "BatchBook",
     "EntryState",
+    "Line",
     "Plan",
     "PoolEntry",
     "PoolPlanner",
+    "Share",
     "Verdict",
     "check_batch_limits",
     "verdict_of",
@@ -285,8 +288,62 @@ def check_batch_limits(max_attempts: int, max_reconnects: int) -> None:
             raise ValueError(f"{name} must be at least {least}, not {value}")
 
 
+class Line:
+    """A batch's messages waiting for a connection, in order (a deque of indices).
+
+    Kept in three parts: those put back in front, the fresh ones never taken
+    (a range: a connection's share of them is taken as one slice, with no
+    step per message), and those put back at the end.
+    """
+
+    __slots__ = ("_back", "_fresh", "_front")
+
+    def __init__(self, total: int) -> None:
+        self._front: deque[int] = deque()
+        self._fresh = range(total)
+        self._back: deque[int] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._front or self._fresh or self._back)
+
+    def __len__(self) -> int:
+        return len(self._front) + len(self._fresh) + len(self._back)
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.chain(self._front, self._fresh, self._back)
+
+    def __repr__(self) -> str:
+        return f"Line({list(self)!r})"
+
+    def append(self, index: int) -> None:
+        """Put ``index`` back at the end."""
+        self._back.append(index)
+
+    def extendleft(self, indices: Iterable[int]) -> None:
+        """Put each of ``indices`` back in front, in turn (as :meth:`deque.extendleft`)."""
+        self._front.extendleft(indices)
+
+    def clear(self) -> None:
+        """Empty the line."""
+        self._front.clear()
+        self._fresh = range(0)
+        self._back.clear()
+
+    def take(self, most: int) -> list[int]:
+        """Remove and return up to ``most`` indices from the front."""
+        front, back = self._front, self._back
+        taken = [front.popleft() for _ in range(min(most, len(front)))] if front else []
+        if self._fresh and len(taken) < most:
+            share = most - len(taken)
+            taken += self._fresh[:share]
+            self._fresh = self._fresh[share:]
+        if back and len(taken) < most:
+            taken += [back.popleft() for _ in range(min(most - len(taken), len(back)))]
+        return taken
+
+
 class BatchBook:
-    """The accounts of one batch's messages (by index), as plain bookkeeping.
+    """The accounts and outcomes of one batch's messages (by index), as plain bookkeeping.
 
     Every message is pending, in flight on a connection, or settled (its final
     outcome known). A message is charged an attempt only for a real one (a
@@ -302,13 +359,20 @@ class BatchBook:
         max_attempts: real attempts allowed per message.
         max_reconnects: fruitless connections in a row tolerated after the
             first one.
+
+    Attributes:
+        outcomes: each message's final outcome, None until it is settled.
+        latest: each message's latest outcome, final or not: what it fails
+            with if the batch stops before it could be sent again.
     """
 
     def __init__(self, total: int, max_attempts: int = 3, max_reconnects: int = 3) -> None:
         check_batch_limits(max_attempts, max_reconnects)
         self.max_attempts = max_attempts
         self.max_reconnects = max_reconnects
-        self.pending: deque[int] = deque(range(total))
+        self.pending = Line(total)
+        self.outcomes: list[Outcome | Exception | None] = [None] * total
+        self.latest: list[Outcome | Exception | None] = [None] * total
         self.attempts = [0] * total
         self.in_flight = 0
         self.settled = 0
@@ -331,9 +395,8 @@ class BatchBook:
 
     def take(self, most: int) -> list[int]:
         """Up to ``most`` pending messages for one connection (in flight from now)."""
-        count = min(most, len(self.pending))
-        taken = [self.pending.popleft() for _ in range(count)]
-        self.in_flight += count
+        taken = self.pending.take(most)
+        self.in_flight += len(taken)
         return taken
 
     def record(self, index: int, verdict: Verdict) -> bool:
@@ -379,3 +442,107 @@ class BatchBook:
         self.pending.clear()
         self.settled += len(left)
         return left
+
+
+#: Told each message's final outcome as a share settles it: (index in the batch, outcome).
+FinalCallback = Callable[[int, "Outcome | Exception"], object]
+#: Told each judgement of a share: (position in the share, outcome, whether it goes again).
+JudgedCallback = Callable[[int, "Outcome | Exception", bool], object]
+
+
+class Share:
+    """One connection's share of a batch: its messages judged as their outcomes arrive.
+
+    :meth:`judge` is the sending layer's result callback for the share: it
+    records each message's verdict in the :class:`BatchBook`, and a final
+    one's outcome in ``book.outcomes``, in one step.
+
+    Args:
+        book: the batch's accounts.
+        indices: the share's messages (from :meth:`BatchBook.take`), by position.
+        connected: whether the share's connection is still up (a message not
+            sent on a live connection is charged an attempt: nothing can go
+            round on one connection for ever).
+        on_final: told each message settled by this share (index, outcome).
+        on_judged: told each judgement (position, outcome, whether it goes again).
+    """
+
+    __slots__ = (
+        "accepted",
+        "book",
+        "connected",
+        "content_left",
+        "indices",
+        "judged",
+        "on_final",
+        "on_judged",
+        "progressed",
+    )
+
+    def __init__(
+        self,
+        book: BatchBook,
+        indices: list[int],
+        connected: Callable[[], bool],
+        on_final: FinalCallback | None = None,
+        on_judged: JudgedCallback | None = None,
+    ) -> None:
+        self.book = book
+        self.indices = indices
+        self.connected = connected
+        self.on_final = on_final
+        self.on_judged = on_judged
+        #: 1 at the position of each message judged already (each is judged once).
+        self.judged = bytearray(len(indices))
+        #: Positions whose content left ahead of their dot (a failure is a real attempt).
+        self.content_left: set[int] = set()
+        #: Messages accepted by the server, settled by this share.
+        self.accepted = 0
+        #: Whether any message got further (anything but "not sent").
+        self.progressed = False
+
+    def __repr__(self) -> str:
+        return f"<Share of {len(self.indices)}, {self.judged.count(1)} judged>"
+
+    @property
+    def complete(self) -> bool:
+        """Whether every message of the share was judged."""
+        return 0 not in self.judged
+
+    def judge(self, position: int, outcome: Outcome | Exception) -> None:
+        """Judge the outcome of the message at ``position``; a second call is ignored."""
+        judged = self.judged
+        if judged[position]:
+            return
+        judged[position] = 1
+        index = self.indices[position]
+        book = self.book
+        if outcome.__class__ is tuple and not outcome[0]:
+            # Accepted for every recipient: nearly every message. This is
+            # verdict_of (SENT) and BatchBook.record (final) inline, as the one
+            # step per message on the pool's hot path.
+            book.in_flight -= 1
+            book._fruitless = 0
+            book.settled += 1
+            book.outcomes[index] = outcome
+            self.accepted += 1
+            self.progressed = True
+            if self.on_judged is not None:
+                self.on_judged(position, outcome, False)
+        else:
+            book.latest[index] = outcome
+            verdict = verdict_of(outcome, position in self.content_left)
+            if verdict is Verdict.NOT_SENT and self.connected():
+                verdict = Verdict.TRANSIENT
+            if verdict is not Verdict.NOT_SENT:
+                self.progressed = True
+            final = book.record(index, verdict)
+            if self.on_judged is not None:
+                self.on_judged(position, outcome, not final)
+            if not final:
+                return  # back in line
+            if verdict is Verdict.SENT:
+                self.accepted += 1
+            book.outcomes[index] = outcome
+        if self.on_final is not None:
+            self.on_final(index, outcome)

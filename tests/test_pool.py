@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,6 +30,7 @@ from smtp_backends import (
     SMTPTimeoutError,
     SMTPUnknownOutcomeError,
     SMTPUnknownOutcomeTimeoutError,
+    client_base,
 )
 from smtp_backends.pool_planner import EntryState
 from tests.scripted import CLOSE, Action, GroupServer, Item, then_close
@@ -216,6 +218,30 @@ async def test_nothing_connects_until_the_first_send(server: SMTPServer) -> None
         await pool.send_message(message("first"))
         assert handler_of(server).connections == 1
     assert subjects(server) == ["first"]
+
+
+async def test_connections_opened_together_look_the_host_name_up_once(
+    server: SMTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh pool opens its connections at once: they share one FQDN lookup
+    # (one thread), instead of each starting its own before its EHLO.
+    lookups: list[str] = []
+
+    def getfqdn(name: str = "") -> str:
+        lookups.append(name)
+        time.sleep(0.05)  # a slow resolver: every connection asks while it runs
+        return "client.example.com"
+
+    monkeypatch.setattr(client_base, "_fqdn", None)
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
+    async with pool_for(server, max_connections=4) as pool:
+        outcomes = await pool.send_messages(
+            [("alice@example.com", ["bob@example.com"], raw(f"m{n}")) for n in range(8)]
+        )
+    assert all(isinstance(outcome, tuple) for outcome in outcomes)
+    assert pool.connections_opened == 4
+    assert lookups == [""]
+    assert {m.helo_name for m in server.messages} == {"client.example.com"}
 
 
 # --------------------------------------------------------------------------- reuse

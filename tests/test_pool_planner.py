@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections import deque
+
 import pytest
 
 from smtp_backends import (
@@ -19,7 +22,15 @@ from smtp_backends import (
     SMTPUnknownOutcomeError,
     SMTPUnknownOutcomeTimeoutError,
 )
-from smtp_backends.pool_planner import BatchBook, EntryState, PoolPlanner, Verdict, verdict_of
+from smtp_backends.pool_planner import (
+    BatchBook,
+    EntryState,
+    Line,
+    PoolPlanner,
+    Share,
+    Verdict,
+    verdict_of,
+)
 
 
 def opened(planner: PoolPlanner, now: float, *tokens: str) -> dict[str, object]:
@@ -312,3 +323,81 @@ def test_batch_book_settles_what_comes_back_once_stopped() -> None:
 def test_invalid_batch_limits(kwargs: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         BatchBook(1, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_share_settles_each_message_once_in_one_step() -> None:
+    book = BatchBook(4, max_attempts=2)
+    finals: list[tuple[int, object]] = []
+    judged: list[tuple[int, bool]] = []
+    share = Share(
+        book,
+        book.take(4),
+        lambda: False,
+        lambda index, outcome: finals.append((index, outcome)),
+        lambda position, outcome, retried: judged.append((position, retried)),
+    )
+    accepted: tuple[dict[str, SMTPResponse], str] = ({}, "queued")
+    share.judge(0, accepted)
+    share.judge(0, accepted)  # told again (the batch's own list): judged once
+    refused = ({"x@example.com": SMTPResponse(550, "no")}, "queued as 2")
+    share.judge(1, refused)
+    later = SMTPDataError(451, "queue full")
+    share.judge(2, later)
+    assert not share.complete
+    share.judge(3, SMTPServerDisconnected("Not sent: lost before this message"))
+    assert share.complete and "4 judged" in repr(share)
+    assert finals == [(0, accepted), (1, refused)]  # the others go again
+    assert judged == [(0, False), (1, False), (2, True), (3, True)]
+    assert book.outcomes == [accepted, refused, None, None]
+    assert book.latest[2] is later
+    assert (share.accepted, share.progressed) == (2, True)
+    assert book.settled == 2 and book.in_flight == 0 and book.attempts == [0, 0, 1, 0]
+    book.chunk_done()
+    assert list(book.pending) == [3, 2]
+
+
+def test_a_share_charges_a_message_not_sent_on_a_live_connection() -> None:
+    # A connection that lives on cannot leave a message unsent for ever.
+    book = BatchBook(1, max_attempts=1)
+    share = Share(book, book.take(1), lambda: True)
+    lost = SMTPServerDisconnected("Not sent: lost before this message")
+    share.judge(0, lost)
+    assert book.outcomes == [lost] and book.finished and share.progressed
+
+
+def test_a_share_that_only_waited_got_nothing_further() -> None:
+    book = BatchBook(2)
+    share = Share(book, book.take(2), lambda: False)
+    for position in (0, 1):
+        share.judge(position, SMTPServerDisconnected("Not sent: lost before this message"))
+    assert (share.accepted, share.progressed) == (0, False)
+    assert book.outcomes == [None, None] and book.attempts == [0, 0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_line_keeps_the_order_of_one_deque(seed: int) -> None:
+    # The line takes fresh messages as a slice; in any mix of takes, put-backs
+    # in front and at the end, it holds what a plain deque would, in order.
+    rng = random.Random(seed)
+    total = rng.randrange(0, 60)
+    line, model = Line(total), deque(range(total))
+    out: list[int] = []
+    for _ in range(80):
+        action = rng.randrange(4)
+        if action == 0:
+            most = rng.randrange(1, 12)
+            taken = line.take(most)
+            assert taken == [model.popleft() for _ in range(min(most, len(model)))]
+            out += taken
+        elif action == 1 and out:
+            index = out.pop(rng.randrange(len(out)))
+            line.append(index)
+            model.append(index)
+        elif action == 2 and out:
+            back = [out.pop() for _ in range(min(len(out), rng.randrange(1, 4)))]
+            line.extendleft(reversed(back))
+            model.extendleft(reversed(back))
+        assert list(line) == list(model)
+        assert len(line) == len(model) and bool(line) is bool(model)
+    line.clear()
+    assert not line and list(line) == [] and repr(line) == "Line([])"
