@@ -28,7 +28,7 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from .message import envelope_for_data, envelope_for_message
+from .message import batch_preparer, envelope_for_data, envelope_for_message
 from .protocol.dsn import DSN, add_rcpt_parameters, mail_parameters
 from .protocol.transaction import Envelope, Outcome
 
@@ -480,13 +480,19 @@ class SMTP(ClientSession):
         return dsn, mail_parameters(dsn, requiretls, self._extensions, encrypted)
 
     def _item_preparer(self) -> Callable[[BatchItem], Envelope]:
-        """The preparing function of one batch (the policies are looked up once per batch)."""
+        """The preparing function of one batch.
+
+        The policies, the signer and the server's extensions are looked up once
+        per batch; plain data items take :func:`batch_preparer`'s fast path.
+        """
         sign = self._signer()
         config = self._config
-        policies = config.dsn is not None or bool(config.requiretls)
-        if sign is None and not policies:
-            return self._prepare_item
-        return functools.partial(self._prepare_item, sign=sign, policies=policies)
+        if config.dsn is not None or config.requiretls:
+            return functools.partial(self._prepare_item, sign=sign, policies=True)
+        general = (
+            self._prepare_item if sign is None else functools.partial(self._prepare_item, sign=sign)
+        )
+        return batch_preparer(self._extensions, sign, general)
 
     def _prepare_item(
         self,

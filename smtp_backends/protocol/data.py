@@ -5,8 +5,8 @@ line starting with a dot gets a second one, and the content ends with CRLF.
 The terminator ``.\\r\\n`` is kept separate (:data:`END_OF_DATA`) so that a
 large message is never copied once more just to append three bytes.
 
-This works on whole byte strings with C-speed ``bytes`` methods and one
-regular expression; there is no per-line Python loop.
+This works on whole byte strings with C-speed ``bytes`` methods and regular
+expressions; there is no per-line Python loop.
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ __all__ = ("END_OF_DATA", "declared_size", "encode_content", "normalize_line_end
 END_OF_DATA = b".\r\n"
 
 _ANY_LINE_END = re.compile(rb"\r\n|\r|\n")
+# What :func:`encode_content` would change, found in two scans that each start
+# from one literal byte (which the regex engine skips to quickly): a CR not
+# followed by LF, and an LF not preceded by CR or followed by a dot. Together
+# with the first and last bytes they prove the common case (content already
+# CRLF-only, no line starting with a dot) in about half the time of the
+# three ``bytes.count`` calls and the ``in`` scan of the general path.
+_BARE_CR = re.compile(rb"\r(?!\n)")
+_BARE_LF_OR_DOT_LINE = re.compile(rb"\n(?:(?<!\r\n)|\.)")
 
 
 def normalize_line_endings(data: bytes) -> bytes:
@@ -38,8 +46,16 @@ def encode_content(data: bytes) -> bytes:
 
     The result has only CRLF line endings, dot-stuffed lines, and ends with
     CRLF (unless the message is empty). :func:`declared_size` gives the SIZE
-    to declare for it.
+    to declare for it. Content that needs no change is returned as it is (the
+    same object).
     """
+    if (
+        data.endswith(b"\r\n")
+        and not data.startswith(b".")
+        and _BARE_CR.search(data) is None
+        and _BARE_LF_OR_DOT_LINE.search(data) is None
+    ) or not data:
+        return data  # already wire-ready: the common case for generated mail
     data = normalize_line_endings(data)
     if data.startswith(b"."):
         data = b"." + data

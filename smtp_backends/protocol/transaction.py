@@ -65,6 +65,35 @@ class Envelope:
         #: MAIL, every RCPT and DATA, encoded.
         self.commands = [mail, *rcpts, b"DATA\r\n"]
 
+    @classmethod
+    def encoded(
+        cls, sender: str, recipients: list[str], content: bytes, commands: list[bytes]
+    ) -> Envelope:
+        """An envelope whose commands the caller has already checked and encoded.
+
+        For a preparing function that builds many envelopes (a batch): it
+        validates each address as the constructor does (with
+        :func:`~smtp_backends.protocol.commands.envelope_address`, refusing
+        every control character) and encodes the same bytes as
+        :func:`~smtp_backends.protocol.commands.mail_from` and
+        :func:`~smtp_backends.protocol.commands.rcpt_to`, without a second
+        pass over them here. The lists are kept, not copied.
+
+        Args:
+            sender: envelope sender, as given.
+            recipients: envelope recipients, as given (at least one), in the
+                order of their RCPT commands.
+            content: message bytes already passed through
+                :func:`~smtp_backends.protocol.data.encode_content`.
+            commands: MAIL, one RCPT per recipient and DATA, each with its CRLF.
+        """
+        envelope = cls.__new__(cls)
+        envelope.sender = sender
+        envelope.recipients = recipients
+        envelope.content = content
+        envelope.commands = commands
+        return envelope
+
 
 class AfterData(enum.Enum):
     """What to send once the reply to DATA is known."""
