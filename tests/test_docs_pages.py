@@ -185,6 +185,22 @@ def test_readme_examples_are_the_pages() -> None:
         assert block in run_here, f"README block not run by any docs page:\n{block}"
 
 
+def test_install_hints_give_the_documented_commands() -> None:
+    """Not on PyPI yet: a missing extra's message gives the README's commands, which work."""
+    from smtp_backends.devserver import INSTALL_HINT
+    from smtp_backends.extras import GIT_URL, install_hint
+
+    readme = (ROOT / "README.md").read_text()
+    install = (DOCS / "install.md").read_text()
+    assert f'pip install "smtp-backends[django] @ {GIT_URL}"' in readme
+    assert f'pip install "smtp-backends[django] @ {GIT_URL}"' in install
+    assert 'pip install ".[django]"' in readme and 'pip install ".[django]"' in install
+    assert install_hint("devserver") == INSTALL_HINT
+    assert "pip install '.[devserver]'" in INSTALL_HINT
+    assert f"'smtp-backends[devserver] @ {GIT_URL}'" in INSTALL_HINT
+    assert "once released on PyPI: pip install 'smtp-backends[devserver]'" in INSTALL_HINT
+
+
 # --------------------------------------------------------------------------- the settings tables
 
 
