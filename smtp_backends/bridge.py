@@ -17,7 +17,7 @@ their connections are reused across calls and requests.
 * At interpreter exit the pools are closed (QUIT) and the loop stopped.
 * The loop is asyncio's, or uvloop's when asked for (``Bridge(loop="uvloop")``,
   or ``SMTP_BACKENDS_LOOP=uvloop`` in the environment for the process's
-  bridge) and installed (``pip install smtp-backends[uvloop]``).
+  bridge) and installed (the ``uvloop`` extra).
 """
 
 from __future__ import annotations
@@ -82,8 +82,10 @@ def _loop_factory(name: str | None) -> tuple[str, LoopFactory]:
             uvloop = importlib.import_module("uvloop")
         except ImportError:
             if explicit:
+                from .extras import install_hint
+
                 raise ModuleNotFoundError(
-                    "loop='uvloop' needs uvloop: pip install 'smtp-backends[uvloop]'",
+                    f"loop='uvloop' needs uvloop: {install_hint('uvloop')}",
                     name="uvloop",
                 ) from None
             # Asked for by the environment (which may serve other programs too):

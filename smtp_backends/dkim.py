@@ -104,7 +104,9 @@ def _dkimpy() -> Any:
     try:
         import dkim
     except ImportError:  # pragma: no cover - the extra is part of `dev`
-        raise ImportError('DKIM signing needs dkimpy: pip install "smtp-backends[dkim]"') from None
+        from .extras import install_hint
+
+        raise ImportError(f"DKIM signing needs dkimpy: {install_hint('dkim')}") from None
     return dkim
 
 
@@ -201,9 +203,9 @@ class DKIMKey:
                 include_headers=[b"from"],
             )
         except dkim.NaClNotFoundError:  # pragma: no cover - PyNaCl is part of the extra
-            raise ImportError(
-                'Ed25519 DKIM keys need PyNaCl: pip install "smtp-backends[dkim]"'
-            ) from None
+            from .extras import install_hint
+
+            raise ImportError(f"Ed25519 DKIM keys need PyNaCl: {install_hint('dkim')}") from None
         except dkim.DKIMException as exc:
             raise ValueError(f"Unusable DKIM private key for {self.domain}: {exc}") from None
 

@@ -222,7 +222,7 @@ def _seconds_until(expiry: datetime.datetime | None) -> float | None:
 
 
 class GoogleTokenProvider(OAuth2TokenProvider):
-    """Tokens from google-auth credentials (``pip install "smtp-backends[google]"``).
+    """Tokens from google-auth credentials (the ``google`` extra).
 
     Args:
         credentials: a ``google.auth.credentials.Credentials``: a service
@@ -253,9 +253,10 @@ class GoogleTokenProvider(OAuth2TokenProvider):
             try:
                 from google.auth.transport.requests import Request
             except ImportError:  # pragma: no cover - the extra is part of `dev`
+                from .extras import install_hint
+
                 raise ImportError(
-                    "GoogleTokenProvider needs google-auth and requests: pip install "
-                    '"smtp-backends[google]"'
+                    f"GoogleTokenProvider needs google-auth and requests: {install_hint('google')}"
                 ) from None
             request = Request()
         super().__init__(refresh_margin=refresh_margin, default_lifetime=default_lifetime)
@@ -304,7 +305,7 @@ class GoogleTokenProvider(OAuth2TokenProvider):
 
 
 class MicrosoftTokenProvider(OAuth2TokenProvider):
-    """Tokens from an msal application (``pip install "smtp-backends[msal]"``).
+    """Tokens from an msal application (the ``msal`` extra).
 
     Args:
         app: a ``msal.ConfidentialClientApplication`` (client credentials:
@@ -360,8 +361,10 @@ class MicrosoftTokenProvider(OAuth2TokenProvider):
         try:
             import msal
         except ImportError:  # pragma: no cover - the extra is part of `dev`
+            from .extras import install_hint
+
             raise ImportError(
-                'MicrosoftTokenProvider needs msal: pip install "smtp-backends[msal]"'
+                f"MicrosoftTokenProvider needs msal: {install_hint('msal')}"
             ) from None
         app = msal.ConfidentialClientApplication(
             client_id,

@@ -1,7 +1,7 @@
 """Reaching the SMTP server through a SOCKS5, SOCKS4 or HTTP CONNECT proxy (python-socks).
 
 Give :class:`SMTPProxy` as ``proxy=`` to :class:`~smtp_backends.SMTP` or
-:class:`~smtp_backends.SMTPPool` (``pip install "smtp-backends[proxy]"``).
+:class:`~smtp_backends.SMTPPool` (the ``proxy`` extra).
 The proxy only carries bytes: implicit TLS and STARTTLS run end to end
 through the tunnel and verify the SMTP server's name, never the proxy's. A
 connection through a proxy never counts as local, so AUTH over plaintext
@@ -232,5 +232,7 @@ def _python_socks() -> Any:
     try:
         import python_socks
     except ImportError:  # pragma: no cover - the extra is part of `dev`
-        raise ImportError('Proxies need python-socks: pip install "smtp-backends[proxy]"') from None
+        from .extras import install_hint
+
+        raise ImportError(f"Proxies need python-socks: {install_hint('proxy')}") from None
     return python_socks

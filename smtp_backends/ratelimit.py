@@ -390,9 +390,9 @@ class RedisRateLimiter(RateLimiter):
         try:
             import redis.asyncio  # noqa: F401 - checked here, used per event loop
         except ImportError:  # pragma: no cover - the extra is part of `dev`
-            raise ImportError(
-                'RedisRateLimiter needs redis: pip install "smtp-backends[redis]"'
-            ) from None
+            from .extras import install_hint
+
+            raise ImportError(f"RedisRateLimiter needs redis: {install_hint('redis')}") from None
         self.url = url
         self.key = key
         self._client = client

@@ -9,7 +9,7 @@
 Nothing is traced or measured until :func:`instrument` is called: it
 subscribes to the event bus, so a process that never calls it pays nothing
 (the sending paths check one attribute). It needs ``opentelemetry-api``
-(``pip install "smtp-backends[otel]"``); spans and metrics go where the
+(the ``otel`` extra); spans and metrics go where the
 application's OpenTelemetry SDK sends them.
 
 Spans: one ``smtp batch`` (INTERNAL) per list of messages, and one
@@ -32,8 +32,10 @@ try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, trace
 except ImportError as exc:  # pragma: no cover - the extra is installed in every test run
+    from .extras import install_hint
+
     raise ImportError(
-        "smtp_backends.telemetry needs OpenTelemetry: pip install 'smtp-backends[otel]'"
+        f"smtp_backends.telemetry needs OpenTelemetry: {install_hint('otel')}"
     ) from exc
 
 __all__ = (

@@ -921,8 +921,14 @@ def test_cli_without_aiosmtpd_says_what_to_install(
     monkeypatch.delitem(sys.modules, "smtp_backends.devserver.smtp", raising=False)
     assert main(["devserver", "--smtp-port", "0", "--http-port", "0"]) == 1
     err = capsys.readouterr().err
-    assert "pip install 'smtp_backends[devserver]'" in err
-    assert INSTALL_HINT == "pip install 'smtp_backends[devserver]'"
+    # Not on PyPI yet: the commands that work today (a clone, the README's git URL), then
+    # the one for after the release.
+    assert "pip install '.[devserver]' in a clone" in err
+    assert INSTALL_HINT == (
+        "pip install '.[devserver]' in a clone of smtp_backends, or pip install "
+        "'smtp-backends[devserver] @ git+https://<host>/<owner>/smtp_backends.git' "
+        "(once released on PyPI: pip install 'smtp-backends[devserver]')"
+    )
 
 
 def test_the_package_imports_without_aiosmtpd() -> None:

@@ -317,15 +317,16 @@ def test_the_inbox_page_is_kept_live_by_a_script_free_page_and_a_framed_script(
     assert "frame-ancestors 'self'" in headers["Content-Security-Policy"]
 
 
-def test_the_readme_example_runs() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("## Development mail server", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_example_runs() -> None:
+    """The development inbox page's example (docs/devserver/index.md, "From Python")."""
+    page = (Path(__file__).parent.parent / "docs" / "devserver" / "index.md").read_text()
+    section = page.split("## From Python", 1)[1].split("\n## ", 1)[0]
     [example] = [
         block
         for block in re.findall(r"```python\n(.*?)```", section, re.DOTALL)
         if "DevServer" in block
     ]
     namespace: dict[str, Any] = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(example, "docs/devserver/index.md", "exec"), namespace)
     assert namespace["mail"].subject == "Welcome"
     assert namespace["dev"].messages == []

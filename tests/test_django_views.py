@@ -210,8 +210,9 @@ def test_locmem_still_captures_by_default(client: Client, mailoutbox: list[Any])
 
 @pytest.fixture
 def capture_server(settings: Any) -> Iterator[CaptureServer]:
-    """The README's recipe for testing the real path: a CaptureServer, settings pointing at
-    it, and the bridge shut down (pooled connections QUIT) before the server stops."""
+    """The Django page's recipe for testing the real path (docs/start/django.md, Testing): a
+    CaptureServer, settings pointing at it, and the bridge shut down (pooled connections
+    QUIT) before the server stops."""
     with CaptureServer().running() as server:
         if HAS_MAILERS:
             options = {"host": server.host, "port": server.port}
@@ -223,7 +224,7 @@ def capture_server(settings: Any) -> Iterator[CaptureServer]:
         bridge.shutdown()
 
 
-def test_readme_testing_recipe(client: Client, capture_server: CaptureServer) -> None:
+def test_documented_testing_recipe(client: Client, capture_server: CaptureServer) -> None:
     assert client.get("/send/", {"to": "new@example.com"}).content == b"1"
     assert client.get("/send/", {"to": "other@example.com"}).content == b"1"
     assert [m.rcpt_tos for m in capture_server.messages] == [

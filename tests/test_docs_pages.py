@@ -64,7 +64,7 @@ def runnable_blocks(page: Path) -> list[str]:
 
 #: The pages whose examples send to the development server's port, and how many
 #: messages they send there when run.
-SENDING_PAGES = {"index.md": 1, "start/asyncio.md": 10, "start/asgi.md": 1}
+SENDING_PAGES = {"index.md": 1, "start/asyncio.md": 10, "start/asgi.md": 1, "start/flask.md": 1}
 DEV_PORT = "1025"
 
 
@@ -79,15 +79,18 @@ def test_every_sending_page_is_listed() -> None:
     pages = pages_with_examples()
     assert set(SENDING_PAGES) <= set(pages)
     for page in pages:
-        sends = any(f"port={DEV_PORT}" in block for block in runnable_blocks(DOCS / page))
+        # port=1025 for the client and ASGI, MAIL_PORT=1025 for Flask.
+        sends = any(f"port={DEV_PORT}" in block.lower() for block in runnable_blocks(DOCS / page))
         assert sends == (page in SENDING_PAGES), page
 
 
 def run_page(page: str, port: int) -> dict[str, Any]:
     """Run the page's blocks in order in one namespace, port 1025 replaced by ``port``."""
+    new = str(port)
     namespace: dict[str, Any] = {"__name__": "docs_example"}
     for block in runnable_blocks(DOCS / page):
-        code = block.replace(f"port={DEV_PORT}", f"port={port}")
+        code = block.replace(f"port={DEV_PORT}", f"port={new}")
+        code = code.replace(f"MAIL_PORT={DEV_PORT}", f"MAIL_PORT={new}")
         exec(compile(code, str(DOCS / page), "exec"), namespace)
     return namespace
 
@@ -109,6 +112,10 @@ def test_page_examples_run(page: str) -> None:
         namespace = run_page(page, server.port)
         if page == "start/asgi.md":
             assert asyncio.run(call_signup(namespace["app"])) == {"sent": True}
+        if page == "start/flask.md":
+            app = namespace["app"]
+            assert app.test_client().post("/welcome/ada@example.com").text == "sent"
+            app.extensions["mail"].close()  # its pooled connection QUITs while the server runs
         outbox.wait_for_count(SENDING_PAGES.get(page, 0))
         assert len(outbox) == SENDING_PAGES.get(page, 0)
 
@@ -151,6 +158,47 @@ def test_django_page_quotes_startproject() -> None:
     namespace: dict[str, Any] = {}
     exec(first, namespace)
     assert namespace["MAILERS"] == written
+
+
+# --------------------------------------------------------------------------- the README
+
+#: README blocks that are no page's: the test that runs each one.
+README_BLOCKS_RUN_ELSEWHERE = {
+    "def test_signup_sends_a_welcome_mail": "tests/test_pytest_plugin.py",
+}
+
+
+def test_readme_examples_are_the_pages() -> None:
+    """Each Python example of the README is, verbatim, one of a page's (run there).
+
+    The README is the front page: its quick starts are copies of the docs' first examples,
+    so that what a reader copies from it has run in this suite.
+    """
+    readme = (ROOT / "README.md").read_text()
+    blocks = [body for language, _, body in _BLOCK.findall(readme) if language == "python"]
+    assert len(blocks) >= 5  # Django (MAILERS, EMAIL_*), Flask, asyncio, ASGI...
+    run_here = {block for page in DOCS.rglob("*.md") for block in runnable_blocks(page)}
+    for block in blocks:
+        elsewhere = [name for name in README_BLOCKS_RUN_ELSEWHERE if name in block]
+        if elsewhere:
+            continue
+        assert block in run_here, f"README block not run by any docs page:\n{block}"
+
+
+def test_install_hints_give_the_documented_commands() -> None:
+    """Not on PyPI yet: a missing extra's message gives the README's commands, which work."""
+    from smtp_backends.devserver import INSTALL_HINT
+    from smtp_backends.extras import GIT_URL, install_hint
+
+    readme = (ROOT / "README.md").read_text()
+    install = (DOCS / "install.md").read_text()
+    assert f'pip install "smtp-backends[django] @ {GIT_URL}"' in readme
+    assert f'pip install "smtp-backends[django] @ {GIT_URL}"' in install
+    assert 'pip install ".[django]"' in readme and 'pip install ".[django]"' in install
+    assert install_hint("devserver") == INSTALL_HINT
+    assert "pip install '.[devserver]'" in INSTALL_HINT
+    assert f"'smtp-backends[devserver] @ {GIT_URL}'" in INSTALL_HINT
+    assert "once released on PyPI: pip install 'smtp-backends[devserver]'" in INSTALL_HINT
 
 
 # --------------------------------------------------------------------------- the settings tables

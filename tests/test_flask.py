@@ -1223,24 +1223,24 @@ def test_small_helpers() -> None:
     assert addr_spec("Ann <ann@example.com>") == "ann@example.com"
 
 
-# --------------------------------------------------------------------------- README section
+# --------------------------------------------------------------------------- the Flask page
 
 
-def readme_flask_section() -> str:
-    """The README's "## Flask" section."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    match = re.search(r"^## Flask\n.*?(?=^## |\Z)", readme, re.M | re.S)
-    assert match, "README.md has no '## Flask' section"
+def flask_page_section() -> str:
+    """The Flask page's "## A complete app" section (docs/start/flask.md)."""
+    page = (Path(__file__).parent.parent / "docs" / "start" / "flask.md").read_text()
+    match = re.search(r"^## A complete app\n.*?(?=^## |\Z)", page, re.M | re.S)
+    assert match, "docs/start/flask.md has no '## A complete app' section"
     return match.group(0)
 
 
-def test_readme_flask_section_examples(
+def test_flask_page_section_examples(
     smtpd_starttls: SMTPServer,
     ca_bundle_path: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", readme_flask_section(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", flask_page_section(), re.S)
     assert len(blocks) == 2
     # The placeholders name a STARTTLS server with a login: ours, trusted through the
     # default trust store (SSL_CERT_FILE), as a real server's certificate would be.
@@ -1258,8 +1258,8 @@ def test_readme_flask_section_examples(
     (tmp_path / "templates" / "mail" / "welcome.html").write_text("<h1>Hi {{ address }}</h1>")
     (tmp_path / "templates" / "mail" / "welcome.txt").write_text("Hi {{ address }}")
     monkeypatch.chdir(tmp_path)  # the app's root: Flask(__name__) of a script
-    namespace: dict[str, Any] = {"__name__": "readme_flask"}
-    exec(compile(setup, "README.md", "exec"), namespace)
+    namespace: dict[str, Any] = {"__name__": "flask_page"}
+    exec(compile(setup, "docs/start/flask.md", "exec"), namespace)
     app = namespace["create_app"]()
     assert app.root_path == str(tmp_path)
     client = app.test_client()
@@ -1289,5 +1289,5 @@ def test_readme_flask_section_examples(
     assert result.exit_code == 0, result.output
     assert "STARTTLS" in result.output and "The server said:" in result.output
 
-    exec(compile(blocks[1], "README.md", "exec"), namespace)  # a new app, suppressed
+    exec(compile(blocks[1], "docs/start/flask.md", "exec"), namespace)  # a new app, suppressed
     assert len(smtpd_starttls.messages) == 3  # the recorded message was not sent

@@ -12,6 +12,8 @@ import json
 import sys
 from typing import Any, Protocol, TextIO
 
+from ..extras import install_hint
+
 __all__ = (
     "CLI_INSTALL_HINT",
     "PlainProgress",
@@ -23,7 +25,8 @@ __all__ = (
     "rich_available",
 )
 
-CLI_INSTALL_HINT = "pip install 'smtp-backends[cli]'"
+#: How to install the command line's niceties (rich, cryptography).
+CLI_INSTALL_HINT = install_hint("cli")
 
 
 def one_line(text: str) -> str:

@@ -18,11 +18,11 @@ message's links (:mod:`.linkcheck`), releases a message to a real SMTP server fo
 allowed recipients only (:mod:`.release`), and can misbehave by rule so that
 applications can test their retries (:mod:`.chaos`).
 
-The SMTP side is aiosmtpd (the ``devserver`` extra: ``pip install
-'smtp_backends[devserver]'``), imported only when a server starts; the web inbox uses
-the standard library's :mod:`http.server`. Each runs on a thread of its own, so the
-server works the same from sync code, async code and tests. It delivers nothing and
-keeps everything in memory; it is meant for loopback, not for the internet.
+The SMTP side is aiosmtpd (the ``devserver`` extra; how to install it:
+``INSTALL_HINT``), imported only when a server starts; the web inbox uses the standard
+library's :mod:`http.server`. Each runs on a thread of its own, so the server works the
+same from sync code, async code and tests. It delivers nothing and keeps everything in
+memory; it is meant for loopback, not for the internet.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from ..extras import install_hint
 from .chaos import Chaos, ChaosRule
 from .guard import HostPolicy
 from .linkcheck import LinkCheckConfig, LinkChecker, LinkResult
@@ -65,8 +66,9 @@ __all__ = (
     "StoredMessage",
 )
 
-#: How to install what the SMTP side needs.
-INSTALL_HINT = "pip install 'smtp_backends[devserver]'"
+#: How to install what the SMTP side needs (the package is not on PyPI yet: from a clone
+#: or the git URL of the README, then, once released, from PyPI).
+INSTALL_HINT = install_hint("devserver")
 
 # Mirrors smtp.DEFAULT_DATA_SIZE_LIMIT without importing aiosmtpd at import time.
 _DATA_SIZE_LIMIT = 32 * 1024 * 1024
