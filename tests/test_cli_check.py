@@ -434,7 +434,7 @@ def test_ctrl_c_while_waiting_for_a_greeting_ends_cleanly() -> None:
                     out, err = process.communicate(timeout=30)
             finally:
                 process.kill()
-    assert process.returncode == 130
+    assert process.returncode == 130, (out, err)
     assert (out, err) == ("", "interrupted\n")
 
 

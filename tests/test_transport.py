@@ -36,8 +36,13 @@ class Lifecycle:
     def __init__(self) -> None:
         self.events: list[tuple[str, int]] = []
         self._ids: dict[int, int] = {}
+        # Held so that no id() is reused: a later transport at a freed one's address
+        # would otherwise take its number.
+        self._seen: list[SMTPTransport] = []
 
     def number(self, transport: SMTPTransport) -> int:
+        if id(transport) not in self._ids:
+            self._seen.append(transport)
         return self._ids.setdefault(id(transport), len(self._ids) + 1)
 
     def made(self) -> list[int]:
@@ -182,7 +187,7 @@ async def test_a_connect_cancelled_at_any_point_leaves_no_socket_open(
         with pytest.raises(asyncio.CancelledError):
             await task
         await client.wait_closed(grace=TIMEOUT)
-    for _ in range(100):  # connection_lost runs on the loop, soon after the abort
+    for _ in range(500):  # connection_lost runs on the loop, soon after the abort
         if sorted(lifecycle.lost()) == sorted(lifecycle.made()):
             break
         await asyncio.sleep(0.01)
