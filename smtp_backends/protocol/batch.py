@@ -141,7 +141,11 @@ def run_batch(
     dots: list[tuple[int, Transaction]] = []
     expected: list[_Expected] = []
     send = connection.send
-    MAIL, RCPT, DATA = Command.MAIL, Command.RCPT, Command.DATA
+    send_envelope = connection.send_envelope
+    send_content = connection.send_content
+    take_replies = connection.take_replies
+    MAIL, RCPT, DATA, CONTENT = Command.MAIL, Command.RCPT, Command.DATA, Command.CONTENT
+    SEND_CONTENT = AfterData.CONTENT
 
     def tell(index: int, outcome: Outcome | Exception) -> None:
         assert on_result is not None
@@ -160,7 +164,10 @@ def run_batch(
     def follow(transaction: Transaction, after: AfterData) -> None:
         if after is AfterData.CONTENT or after is AfterData.EMPTY_DOT:
             content = transaction.envelope.content if after is AfterData.CONTENT else b""
-            queue(transaction, Command.CONTENT, content)
+            out.append(send_content(content))
+            expected.append((transaction, CONTENT))
+            if log_sent is not None:
+                log_sent(CONTENT, content)
             dots.append((len(out), transaction))
             out.append(END_OF_DATA)
         else:
@@ -205,13 +212,11 @@ def run_batch(
 
     def judge(count: int) -> None:
         """Judge the ``count`` replies that are in, oldest first."""
+        nonlocal out
         group = expected[:count]
         del expected[:count]
-        next_event = connection.next_event
-        for transaction, command in group:
-            event = next_event()
-            assert event is not None
-            reply = event[1]
+        # strict: a reply short would be a message lost (the driver waited for all).
+        for (transaction, command), reply in zip(group, take_replies(count), strict=True):
             if log_reply is not None:
                 log_reply(reply)
             if transaction is None:
@@ -221,13 +226,28 @@ def run_batch(
             elif command is MAIL:
                 transaction.on_mail(reply)
             elif command is DATA:
-                follow(transaction, transaction.on_data(reply))
+                after = transaction.on_data(reply)
+                if after is SEND_CONTENT:
+                    # follow(), inline for the path every message takes: the
+                    # content and its dot lead the next group (RFC 2920 3.1).
+                    content = transaction.envelope.content
+                    out += (send_content(content), END_OF_DATA)
+                    expected.append((transaction, CONTENT))
+                    dots.append((len(out) - 1, transaction))
+                    if log_sent is not None:
+                        log_sent(CONTENT, content)
+                else:
+                    follow(transaction, after)
             else:  # the end of data: the outcome is final
-                transaction.on_end_of_data(reply)
-                outcome = transaction.outcome()
-                slots[transaction.index] = outcome
+                index = transaction.index
+                slots[index] = outcome = transaction.on_end_of_data(reply)
                 if on_result is not None:
-                    tell(transaction.index, outcome)
+                    # tell(), inline
+                    told[index] = 1
+                    try:
+                        on_result(index, outcome)
+                    except Exception:  # the caller's bug must not tear down a live transaction
+                        _logger.exception("on_result callback failed for message %d", index)
         if connection.phase is Phase.CLOSED:  # a 421 ended the session
             raise SMTPServerDisconnected("The server closed the connection (421)")
 
@@ -268,32 +288,39 @@ def run_batch(
             upcoming = start(0) if total else None
             for index in range(total):
                 current, slots[index] = upcoming, upcoming
-                if isinstance(current, Transaction):
+                if type(current) is Transaction:
                     if clock is not None:
                         clock.start(index)
-                    # MAIL, every RCPT and DATA: queue() unrolled (a thousand
-                    # recipients make a thousand calls otherwise).
-                    mail, *rcpts, data = current.envelope.commands
-                    out.append(send(MAIL, mail))
-                    for rcpt in rcpts:
-                        out.append(send(RCPT, rcpt))
-                    out.append(send(DATA, data))
-                    expected.append((current, MAIL))
-                    expected += [(current, RCPT)] * len(rcpts)
-                    expected.append((current, DATA))
+                    # MAIL, every RCPT and DATA, registered in one call (a
+                    # thousand recipients would make a thousand calls otherwise).
+                    commands = current.envelope.commands
+                    send_envelope(commands)
+                    out += commands
+                    expected += [
+                        (current, MAIL),
+                        *[(current, RCPT)] * (len(commands) - 2),
+                        (current, DATA),
+                    ]
                     if log_sent is not None:
-                        log_sent(MAIL, mail)
-                        for rcpt in rcpts:
+                        log_sent(MAIL, commands[0])
+                        for rcpt in commands[1:-1]:
                             log_sent(RCPT, rcpt)
-                        log_sent(DATA, data)
+                        log_sent(DATA, commands[-1])
                 if not out:
                     count = 0
                 elif sum(map(len, out)) <= JOIN_LIMIT:
                     count = write_joined()
                 else:
                     count = yield from write_pieces()
-                # Prepared while the server works on the group just written.
-                upcoming = start(index + 1) if index + 1 < total else None
+                # Prepared while the server works on the group just written:
+                # start(), inline.
+                if index + 1 < total:
+                    try:
+                        upcoming = Transaction(prepare(items[index + 1]), index + 1)
+                    except Exception as exc:  # bad input, or a lazy item's own failure
+                        upcoming = exc
+                else:
+                    upcoming = None
                 if count:
                     if clock is not None:
                         yield from in_turn(count)

@@ -178,11 +178,10 @@ class ReplyParser:
             ):
                 self._buffer = buffer[end:]
                 new = tuple.__new__  # skips the NamedTuple's Python-level __new__
-                lines = (buffer if end == len(buffer) else buffer[:end])[:-2].split(b"\r\n")
-                return [
-                    new(SMTPResponse, (int(line[:3]), line[4:].decode("utf-8", "replace")))
-                    for line in lines
-                ], None
+                # Decoded once for the run, not line by line: CR and LF are
+                # never part of a UTF-8 sequence, so the lines come out the same.
+                lines = buffer[: end - 2].decode("utf-8", "replace").split("\r\n")
+                return [new(SMTPResponse, (int(line[:3]), line[4:])) for line in lines], None
         replies: list[SMTPResponse] = []
         start = 0
         try:

@@ -134,7 +134,7 @@ class Transaction:
         else:
             self.refused[recipient] = reply
         finished = self._rcpt_index == len(self.envelope.recipients)
-        if finished and not self.any_recipient_accepted and self.error is None:
+        if finished and not self._accepted and self.error is None:
             self.error = SMTPRecipientsRefused(
                 [SMTPRecipientRefused(r.code, r.message, a) for a, r in self.refused.items()]
             )
@@ -153,14 +153,16 @@ class Transaction:
         """Lock-step: DATA will not be sent (the envelope already failed)."""
         return AfterData.RSET
 
-    def on_end_of_data(self, reply: SMTPResponse) -> None:
-        """Judge the reply to the terminating dot."""
-        if self.error is not None:
-            return  # the lone dot after a failed envelope: its reply changes nothing
-        if reply.code == 250:
-            self.result = (dict(self.refused), reply.message)
-        else:
-            self.error = SMTPDataError(reply.code, reply.message)
+    def on_end_of_data(self, reply: SMTPResponse) -> Outcome | SMTPException:
+        """Judge the reply to the terminating dot; return the outcome (now final)."""
+        error = self.error
+        if error is not None:
+            return error  # the lone dot after a failed envelope: its reply changes nothing
+        if reply[0] == 250:
+            result = self.result = (dict(self.refused), reply[1])
+            return result
+        error = self.error = SMTPDataError(reply.code, reply.message)
+        return error
 
     def fail(self, error: SMTPException) -> None:
         """Record a failure from outside the replies (disconnect, timeout)."""
