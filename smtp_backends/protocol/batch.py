@@ -146,6 +146,7 @@ def run_batch(
     take_replies = connection.take_replies
     MAIL, RCPT, DATA, CONTENT = Command.MAIL, Command.RCPT, Command.DATA, Command.CONTENT
     SEND_CONTENT = AfterData.CONTENT
+    CLOSED = Phase.CLOSED
 
     def tell(index: int, outcome: Outcome | Exception) -> None:
         assert on_result is not None
@@ -215,10 +216,13 @@ def run_batch(
         nonlocal out
         group = expected[:count]
         del expected[:count]
-        # strict: a reply short would be a message lost (the driver waited for all).
-        for (transaction, command), reply in zip(group, take_replies(count), strict=True):
-            if log_reply is not None:
+        replies = take_replies(count)
+        if log_reply is not None:
+            # All at once: they all arrived before anything judging them sends.
+            for reply in replies:
                 log_reply(reply)
+        # strict: a reply short would be a message lost (the driver waited for all).
+        for (transaction, command), reply in zip(group, replies, strict=True):
             if transaction is None:
                 continue  # RSET: its reply changes no outcome
             if command is RCPT:
@@ -248,7 +252,7 @@ def run_batch(
                         on_result(index, outcome)
                     except Exception:  # the caller's bug must not tear down a live transaction
                         _logger.exception("on_result callback failed for message %d", index)
-        if connection.phase is Phase.CLOSED:  # a 421 ended the session
+        if connection.phase is CLOSED:  # a 421 ended the session
             raise SMTPServerDisconnected("The server closed the connection (421)")
 
     def in_turn(count: int) -> Generator[int, None, None]:
@@ -296,11 +300,15 @@ def run_batch(
                     commands = current.envelope.commands
                     send_envelope(commands)
                     out += commands
-                    expected += [
-                        (current, MAIL),
-                        *[(current, RCPT)] * (len(commands) - 2),
-                        (current, DATA),
-                    ]
+                    recipients = len(commands) - 2
+                    if recipients == 1:  # the common case, without building a list
+                        expected += ((current, MAIL), (current, RCPT), (current, DATA))
+                    else:
+                        expected += [
+                            (current, MAIL),
+                            *[(current, RCPT)] * recipients,
+                            (current, DATA),
+                        ]
                     if log_sent is not None:
                         log_sent(MAIL, commands[0])
                         for rcpt in commands[1:-1]:

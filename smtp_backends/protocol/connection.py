@@ -65,6 +65,11 @@ _JUDGED = frozenset(
 # Replies to these take receive_data's fast path: they are judged (all 2xx
 # positive) and never change the phase unless they are 421.
 _FAST = frozenset({Command.MAIL, Command.RCPT, Command.CONTENT, Command.RSET})
+# Codes that send a reply to one of _FAST, or to DATA, off the fast path: a 421
+# (it ends the session) or a reply out of step with its command (RFC 5321
+# 4.3.2: DATA's only positive reply is 354, no other command has a 3xx one).
+_FAST_STOP = frozenset({*range(300, 400), 421})
+_DATA_STOP = frozenset({*range(200, 354), *range(355, 400), 421})
 # Commands that need a completed EHLO/HELO first.
 _NEEDS_HELLO = frozenset({Command.MAIL, Command.RCPT, Command.DATA, Command.AUTH, Command.STARTTLS})
 
@@ -81,6 +86,26 @@ class Phase(enum.Enum):
     ERROR = "error"
 
     __hash__ = object.__hash__  # as Command
+
+
+# Members as module globals for the paths every command and reply take: on
+# CPython 3.11 looking a member up on its Enum class costs ten times as much.
+_CONTENT = Command.CONTENT
+_DATA = Command.DATA
+_EHLO = Command.EHLO
+_GREETING = Command.GREETING
+_HELO = Command.HELO
+_MAIL = Command.MAIL
+_OTHER = Command.OTHER
+_QUIT = Command.QUIT
+_RCPT = Command.RCPT
+_STARTTLS = Command.STARTTLS
+_CLOSED = Phase.CLOSED
+_CLOSING = Phase.CLOSING
+_ERROR = Phase.ERROR
+_GREETED = Phase.GREETED
+_READY = Phase.READY
+_TLS_HANDSHAKE = Phase.TLS_HANDSHAKE
 
 
 class ClientConnection:
@@ -129,17 +154,17 @@ class ClientConnection:
                 or more than one in flight without pipelining).
         """
         phase = self.phase
-        if phase is not Phase.READY and phase is not Phase.GREETED:
-            if phase is Phase.ERROR:
+        if phase is not _READY and phase is not _GREETED:
+            if phase is _ERROR:
                 cause = f": {self.error.message}" if self.error is not None else ""
                 raise SMTPProtocolError(f"Connection unusable after an earlier error{cause}")
-            if phase is Phase.CLOSED or phase is Phase.CLOSING:
+            if phase is _CLOSED or phase is _CLOSING:
                 raise SMTPServerDisconnected("Connection closed")
             raise SMTPProtocolError(f"Cannot send {command.value} while {phase.value}")
-        if command in _NEEDS_HELLO and phase is not Phase.READY:
+        if command in _NEEDS_HELLO and phase is not _READY:
             raise SMTPProtocolError(f"{command.value} needs EHLO or HELO first")
         pending = self.pending
-        if command is Command.CONTENT:
+        if command is _CONTENT:
             if not self._content_allowed:
                 raise SMTPProtocolError("Message content may only follow a 354 reply")
             self._content_allowed = False
@@ -152,8 +177,8 @@ class ClientConnection:
             raise SMTPProtocolError(
                 f"Cannot send {command.value} before the reply to {pending[-1].value}"
             )
-        if command is Command.QUIT:
-            self.phase = Phase.CLOSING
+        if command is _QUIT:
+            self.phase = _CLOSING
         pending.append(command)
         return data
 
@@ -175,21 +200,21 @@ class ClientConnection:
             raise ValueError("An envelope is MAIL, at least one RCPT and DATA")
         pending = self.pending
         if (
-            self.phase is Phase.READY
+            self.phase is _READY
             and self.pipelining
             and not self._content_allowed
             and (not pending or pending[-1] in _GROUPABLE)
         ):
-            pending += [Command.MAIL, *[Command.RCPT] * (count - 2), Command.DATA]
+            pending += [_MAIL, *[_RCPT] * (count - 2), _DATA]
             return
         # Something refuses the group: send() says what, as it would for the
         # first command refused, and nothing of the group stays registered.
         before = len(pending)
         try:
-            self.send(Command.MAIL, commands[0])
+            self.send(_MAIL, commands[0])
             for rcpt in commands[1:-1]:
-                self.send(Command.RCPT, rcpt)
-            self.send(Command.DATA, commands[-1])
+                self.send(_RCPT, rcpt)
+            self.send(_DATA, commands[-1])
         except BaseException:
             del pending[before:]
             raise
@@ -202,11 +227,11 @@ class ClientConnection:
             SMTPServerDisconnected: the connection is closed or failed earlier.
             SMTPProtocolError: content may only follow a 354 reply to DATA.
         """
-        if self._content_allowed and self.phase is Phase.READY:
+        if self._content_allowed and self.phase is _READY:
             self._content_allowed = False
-            self.pending.append(Command.CONTENT)
+            self.pending.append(_CONTENT)
             return data
-        return self.send(Command.CONTENT, data)
+        return self.send(_CONTENT, data)
 
     # Receiving -------------------------------------------------------------
 
@@ -219,32 +244,26 @@ class ClientConnection:
                 response injection attempt).
         """
         phase = self.phase
-        if phase is Phase.ERROR:
+        if phase is _ERROR:
             raise self.error or SMTPProtocolError("Connection failed earlier")
-        if phase is Phase.TLS_HANDSHAKE:
+        if phase is _TLS_HANDSHAKE:
             self._fail("Data received after the STARTTLS reply, before the TLS handshake")
         replies, error = self._parser.parse(data)
         taken = 0
-        if phase is Phase.READY:
+        if phase is _READY:
             # The common case, inline: a run of replies to MAIL, RCPT, DATA,
             # content and RSET in a session that goes on. Each is checked as
             # _on_reply checks it (out of step, 421); the first one that is
             # not so plain goes to _on_reply with all after it.
             pending = self.pending
             for command, reply in zip(pending, replies, strict=False):  # more of either may come
-                code = reply[0]
                 if command in _FAST:
-                    # RFC 5321 4.3.2: no 3xx answers these (see _on_reply).
-                    if code == 421 or 300 <= code < 400:
+                    if reply[0] in _FAST_STOP:
                         break
-                elif command is Command.DATA:
-                    # RFC 2920 3.1: DATA ends its group, so its reply ends the run.
-                    if code == 354:
-                        self._content_allowed = True
-                    elif code >= 400 and code != 421:
-                        self._content_allowed = False
-                    else:
-                        break
+                elif command is _DATA and reply[0] not in _DATA_STOP:
+                    # 354, or a refusal (4xx/5xx but 421). RFC 2920 3.1: DATA
+                    # ends its group, so its reply is the last of the run.
+                    self._content_allowed = reply[0] == 354
                 else:
                     break
                 taken += 1
@@ -257,7 +276,7 @@ class ClientConnection:
         if error is not None:
             # Raised after the good replies before it became events.
             self._fail(error.message)
-        if self.phase is Phase.TLS_HANDSHAKE and self._parser.has_partial_data:
+        if self.phase is _TLS_HANDSHAKE and self._parser.has_partial_data:
             self._fail("Data received after the STARTTLS reply, before the TLS handshake")
 
     def next_event(self) -> tuple[Command, SMTPResponse] | None:
@@ -272,27 +291,31 @@ class ClientConnection:
         For a caller that knows which command each answers (it sent them).
         """
         replies = self._replies
+        if count >= len(replies):  # the common case: all of them, without a copy
+            self._replies = []
+            self._answered.clear()
+            return replies
         taken = replies[:count]
         del replies[:count]
         del self._answered[:count]
         return taken
 
     def _on_reply(self, reply: SMTPResponse) -> None:
-        if self.phase is Phase.TLS_HANDSHAKE:
+        if self.phase is _TLS_HANDSHAKE:
             # RFC 3207 4.2 / CVE-2011-0411: nothing may follow the 220 before TLS.
             self._fail("Reply received after the STARTTLS reply, before the TLS handshake")
         if not self.pending:
             if reply.code in (421, 221):
                 # RFC 5321 3.8: a server may announce its shutdown at any time
                 # (421; some say goodbye with 221 instead): the session is over.
-                self._answered.append(Command.OTHER)
+                self._answered.append(_OTHER)
                 self._replies.append(reply)
-                self.phase = Phase.CLOSED
+                self.phase = _CLOSED
                 return
             self._fail(f"Reply received with no command awaiting one: {reply}")
         command = self.pending.pop(0)
         code = reply.code
-        if code < 400 and command in _JUDGED and (code < 300) is (command is Command.DATA):
+        if code < 400 and command in _JUDGED and (code < 300) is (command is _DATA):
             # RFC 5321 4.3.2: DATA's only positive reply is 354, and no other
             # transaction command has an intermediate (3xx) one. Such a reply is
             # out of step with the commands sent (an extra reply in a pipelined
@@ -302,26 +325,26 @@ class ClientConnection:
                 f"Reply {code} cannot answer {command.value}: the replies are out of "
                 f"step with the commands sent ({reply.message[:80]!r})"
             )
-        if (command in _NO_TRANSITION and code != 421) or self.phase is Phase.CLOSED:
+        if (command in _NO_TRANSITION and code != 421) or self.phase is _CLOSED:
             # A closed session stays closed, whatever arrives after its end (the
             # rest of a group's replies after a 421, bytes after connection_lost).
             self._answered.append(command)
             self._replies.append(reply)
             return
-        if command is Command.GREETING:
-            self.phase = Phase.GREETED if code == 220 else Phase.CLOSED
-        elif command is Command.EHLO or command is Command.HELO:
+        if command is _GREETING:
+            self.phase = _GREETED if code == 220 else _CLOSED
+        elif command is _EHLO or command is _HELO:
             if code == 250:
-                self.phase = Phase.READY
-        elif command is Command.STARTTLS:
+                self.phase = _READY
+        elif command is _STARTTLS:
             if code == 220:
-                self.phase = Phase.TLS_HANDSHAKE
-        elif command is Command.DATA:
+                self.phase = _TLS_HANDSHAKE
+        elif command is _DATA:
             self._content_allowed = code == 354
-        elif command is Command.QUIT:
-            self.phase = Phase.CLOSED
-        if code == 421 and self.phase is not Phase.CLOSING:
-            self.phase = Phase.CLOSED
+        elif command is _QUIT:
+            self.phase = _CLOSED
+        if code == 421 and self.phase is not _CLOSING:
+            self.phase = _CLOSED
         self._answered.append(command)
         self._replies.append(reply)
 
