@@ -142,12 +142,13 @@ class SMTPTransport(asyncio.BufferedProtocol):
         connection = self.connection
         error: SMTPException | None = None
         try:
-            connection.receive_data(data)
+            ready = connection.receive_data(data)
         except SMTPException as exc:
             error = exc
+            ready = connection.ready_events
         on_ready = self._on_ready
         if on_ready is not None and not self._draining:
-            if connection.ready_events >= self._wanted:
+            if ready >= self._wanted:
                 # Replies that arrived before an error still count.
                 # _notify_ready(), inline: this runs once per reply group.
                 self._on_ready = self._on_error = None

@@ -235,8 +235,11 @@ class ClientConnection:
 
     # Receiving -------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> int:
         """Feed received bytes; complete replies become events.
+
+        Returns:
+            How many replies are ready now (:attr:`ready_events`).
 
         Raises:
             SMTPProtocolError: malformed or oversized replies, a reply nobody
@@ -278,6 +281,7 @@ class ClientConnection:
             self._fail(error.message)
         if self.phase is _TLS_HANDSHAKE and self._parser.has_partial_data:
             self._fail("Data received after the STARTTLS reply, before the TLS handshake")
+        return len(self._replies)
 
     def next_event(self) -> tuple[Command, SMTPResponse] | None:
         """The oldest unread reply with the command it answers, or None."""
