@@ -370,17 +370,22 @@ def run_batch(
     except BaseException:
         close()
         raise
-    outcomes: list[Outcome | Exception] = []
-    for index, slot in enumerate(slots):
-        if isinstance(slot, Transaction):
-            outcome: Outcome | Exception = slot.outcome()
-        else:
-            assert slot is not None
-            outcome = slot
-        outcomes.append(outcome)
-        if on_result is not None and not told[index]:
-            tell(index, outcome)
+    outcomes: list[Outcome | Exception] = [
+        slot.outcome() if type(slot) is Transaction else _settled(slot) for slot in slots
+    ]
+    if on_result is not None:
+        # Those not told yet, in order (most were, as their end-of-data reply came).
+        index = told.find(0)
+        while index >= 0:
+            tell(index, outcomes[index])
+            index = told.find(0, index + 1)
     return outcomes
+
+
+def _settled(slot: Outcome | Exception | Transaction | None) -> Outcome | Exception:
+    """A slot whose outcome was final before the batch ended."""
+    assert slot is not None and not isinstance(slot, Transaction)
+    return slot
 
 
 def _fail_in_flight(

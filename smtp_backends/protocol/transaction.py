@@ -134,13 +134,13 @@ class Transaction:
 
     def on_rcpt(self, reply: SMTPResponse) -> None:
         """Judge the reply to the next RCPT (in the order sent)."""
-        recipient = self.envelope.recipients[self._rcpt_index]
-        self._rcpt_index += 1
-        if reply.code in (250, 251):
+        index = self._rcpt_index
+        self._rcpt_index = index + 1
+        if reply[0] == 250 or reply[0] == 251:
             self._accepted += 1
-        else:
-            self.refused[recipient] = reply
-        finished = self._rcpt_index == len(self.envelope.recipients)
+            return  # nothing more to decide: a recipient is accepted
+        self.refused[self.envelope.recipients[index]] = reply
+        finished = index + 1 == len(self.envelope.recipients)
         if finished and not self._accepted and self.error is None:
             self.error = SMTPRecipientsRefused(
                 [SMTPRecipientRefused(r.code, r.message, a) for a, r in self.refused.items()]
