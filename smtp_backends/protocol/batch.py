@@ -144,6 +144,7 @@ def run_batch(
     send_envelope = connection.send_envelope
     send_content = connection.send_content
     take_replies = connection.take_replies
+    pipelined = connection.pipelining
     MAIL, RCPT, DATA, CONTENT = Command.MAIL, Command.RCPT, Command.DATA, Command.CONTENT
     SEND_CONTENT = AfterData.CONTENT
     CLOSED = Phase.CLOSED
@@ -221,37 +222,51 @@ def run_batch(
             # All at once: they all arrived before anything judging them sends.
             for reply in replies:
                 log_reply(reply)
-        # strict: a reply short would be a message lost (the driver waited for all).
-        for (transaction, command), reply in zip(group, replies, strict=True):
-            if transaction is None:
-                continue  # RSET: its reply changes no outcome
-            if command is RCPT:
-                transaction.on_rcpt(reply)
-            elif command is MAIL:
-                transaction.on_mail(reply)
-            elif command is DATA:
+        if len(replies) != count:  # the driver waited for all: one short would be lost
+            raise AssertionError(f"{count} replies awaited, {len(replies)} ready")
+        position = 0
+        while position < count:
+            transaction, command = group[position]
+            if transaction is None:  # RSET: its reply changes no outcome
+                position += 1
+                continue
+            if command is MAIL and pipelined:
+                # The whole envelope, MAIL to DATA, is in this group: it left
+                # as one (RFC 2920 3.1) and a group is judged all at once.
+                after = transaction.on_envelope(replies, position)
+                position += len(transaction.envelope.commands)
+            else:
+                reply = replies[position]
+                position += 1
+                if command is RCPT:
+                    transaction.on_rcpt(reply)
+                    continue
+                if command is MAIL:
+                    transaction.on_mail(reply)
+                    continue
+                if command is not DATA:  # the end of data: the outcome is final
+                    index = transaction.index
+                    slots[index] = outcome = transaction.on_end_of_data(reply)
+                    if on_result is not None:
+                        # tell(), inline
+                        told[index] = 1
+                        try:
+                            on_result(index, outcome)
+                        except Exception:  # the caller's bug must not tear down a live one
+                            _logger.exception("on_result callback failed for message %d", index)
+                    continue
                 after = transaction.on_data(reply)
-                if after is SEND_CONTENT:
-                    # follow(), inline for the path every message takes: the
-                    # content and its dot lead the next group (RFC 2920 3.1).
-                    content = transaction.envelope.content
-                    out += (send_content(content), END_OF_DATA)
-                    expected.append((transaction, CONTENT))
-                    dots.append((len(out) - 1, transaction))
-                    if log_sent is not None:
-                        log_sent(CONTENT, content)
-                else:
-                    follow(transaction, after)
-            else:  # the end of data: the outcome is final
-                index = transaction.index
-                slots[index] = outcome = transaction.on_end_of_data(reply)
-                if on_result is not None:
-                    # tell(), inline
-                    told[index] = 1
-                    try:
-                        on_result(index, outcome)
-                    except Exception:  # the caller's bug must not tear down a live transaction
-                        _logger.exception("on_result callback failed for message %d", index)
+            if after is SEND_CONTENT:
+                # follow(), inline for the path every message takes: the
+                # content and its dot lead the next group (RFC 2920 3.1).
+                content = transaction.envelope.content
+                out += (send_content(content), END_OF_DATA)
+                expected.append((transaction, CONTENT))
+                dots.append((len(out) - 1, transaction))
+                if log_sent is not None:
+                    log_sent(CONTENT, content)
+            else:
+                follow(transaction, after)
         if connection.phase is CLOSED:  # a 421 ended the session
             raise SMTPServerDisconnected("The server closed the connection (421)")
 
@@ -288,7 +303,7 @@ def run_batch(
             return exc
 
     try:
-        if connection.pipelining:
+        if pipelined:
             upcoming = start(0) if total else None
             for index in range(total):
                 current, slots[index] = upcoming, upcoming

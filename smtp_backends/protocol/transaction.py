@@ -146,6 +146,32 @@ class Transaction:
                 [SMTPRecipientRefused(r.code, r.message, a) for a, r in self.refused.items()]
             )
 
+    def on_envelope(self, replies: Sequence[SMTPResponse], start: int) -> AfterData:
+        """Judge the replies to a whole pipelined envelope and say what must follow.
+
+        ``replies[start]`` answers MAIL, the next ones each RCPT in the
+        order sent, the one after them DATA: the same judgement as
+        :meth:`on_mail`, :meth:`on_rcpt` for each and :meth:`on_data`, with
+        the accepting replies decided here (one call for the envelope, not
+        one per reply) and every other one passed to those methods.
+        """
+        mail = replies[start]
+        if mail[0] == 250:
+            self.mail_accepted = True
+        else:
+            self.on_mail(mail)
+        end = start + 1 + len(self.envelope.recipients)
+        for reply in replies[start + 1 : end]:
+            if reply[0] == 250 or reply[0] == 251:
+                self._rcpt_index += 1
+                self._accepted += 1
+            else:
+                self.on_rcpt(reply)
+        data = replies[end]
+        if data[0] == 354 and self.error is None:
+            return _CONTENT
+        return self.on_data(data)
+
     def on_data(self, reply: SMTPResponse) -> AfterData:
         """Judge the reply to DATA and say what must follow."""
         if reply.code == 354:
