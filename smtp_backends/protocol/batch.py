@@ -214,9 +214,12 @@ def run_batch(
 
     def judge(count: int) -> None:
         """Judge the ``count`` replies that are in, oldest first."""
-        nonlocal out
-        group = expected[:count]
-        del expected[:count]
+        nonlocal out, expected
+        if count == len(expected):  # pipelined: always the whole group, so no copy
+            group, expected = expected, []
+        else:
+            group = expected[:count]
+            del expected[:count]
         replies = take_replies(count)
         if log_reply is not None:
             # All at once: they all arrived before anything judging them sends.
