@@ -64,7 +64,7 @@ async def deliver(
         on_content,
     )
     driver = _Driver(transport, steps, timeout, clock)
-    driver.advance(None)
+    driver.advance()
     try:
         return await driver.done
     except BaseException:
@@ -78,7 +78,7 @@ async def deliver(
 class _Driver:
     """Resumes the steps whenever what they wait for has happened."""
 
-    __slots__ = ("clock", "done", "finished", "steps", "timeout", "transport")
+    __slots__ = ("_fail", "_resume", "clock", "done", "finished", "steps", "timeout", "transport")
 
     def __init__(
         self,
@@ -93,14 +93,17 @@ class _Driver:
         self.clock = clock
         self.done: asyncio.Future[list[Outcome | Exception]] = transport.loop.create_future()
         self.finished = False
-
-    def resume(self) -> None:
-        self.advance(None)
+        # The callbacks every wait hands the transport, bound once: resuming
+        # is advance() itself, with no error, so a reply group costs no extra hop.
+        self._resume: Callable[[], None] = self.advance
+        self._fail: Callable[[SMTPException], None] = self.fail
 
     def fail(self, error: SMTPException) -> None:
+        """The wait ended in ``error``: throw it into the steps."""
         self.advance(error if self.clock is None else self.clock.relabel(error))
 
-    def advance(self, error: SMTPException | None) -> None:
+    def advance(self, error: SMTPException | None = None) -> None:
+        """Run the steps until they wait for something that has not happened yet."""
         transport, steps = self.transport, self.steps
         while not self.finished:
             try:
@@ -119,9 +122,9 @@ class _Driver:
             timeout = self.timeout if self.clock is None else self.clock.cap(self.timeout)
             try:
                 if wanted == DRAIN:
-                    waiting = transport.wait_for_drain(timeout, self.resume, self.fail)
+                    waiting = transport.wait_for_drain(timeout, self._resume, self._fail)
                 else:
-                    waiting = transport.wait_for_replies(wanted, timeout, self.resume, self.fail)
+                    waiting = transport.wait_for_replies(wanted, timeout, self._resume, self._fail)
             except SMTPException as exc:
                 error = exc
                 continue

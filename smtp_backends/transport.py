@@ -104,6 +104,7 @@ class SMTPTransport(asyncio.BufferedProtocol):
         self._deadline: float | None = None
         self._timeout_value = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0  # when the timer fires (TimerHandle.when(), without a call)
         #: Connected through a proxy: the peer address is the proxy's, never "local".
         self.proxied = False
         self._read_buffer = memoryview(bytearray(READ_BUFFER_SIZE))
@@ -141,13 +142,18 @@ class SMTPTransport(asyncio.BufferedProtocol):
         connection = self.connection
         error: SMTPException | None = None
         try:
-            connection.receive_data(data)
+            ready = connection.receive_data(data)
         except SMTPException as exc:
             error = exc
-        if self._on_ready is not None and not self._draining:
-            if connection.ready_events >= self._wanted:
+            ready = connection.ready_events
+        on_ready = self._on_ready
+        if on_ready is not None and not self._draining:
+            if ready >= self._wanted:
                 # Replies that arrived before an error still count.
-                self._notify_ready()
+                # _notify_ready(), inline: this runs once per reply group.
+                self._on_ready = self._on_error = None
+                self._deadline = None
+                on_ready()
             elif error is None and connection.phase is Phase.CLOSED:
                 # A 421 ended the session: the replies still awaited will never come.
                 error = SMTPServerDisconnected("The server closed the session (421)")
@@ -238,7 +244,14 @@ class SMTPTransport(asyncio.BufferedProtocol):
             return False
         if self._error is not None:
             raise self._error
-        self._subscribe(count, False, timeout, on_ready, on_error)
+        # _subscribe(), inline: a batch waits once per reply group.
+        self._wanted, self._draining = count, False
+        self._on_ready, self._on_error = on_ready, on_error
+        if timeout is not None:
+            deadline = self._deadline = self.loop.time() + timeout
+            self._timeout_value = timeout
+            if self._timer is None or self._timer_when > deadline:
+                self._arm_timer(deadline)
         return True
 
     def wait_for_drain(
@@ -332,14 +345,18 @@ class SMTPTransport(asyncio.BufferedProtocol):
     # cost more than the rest of the reply's handling.
 
     def _arm_deadline(self, timeout: float) -> None:
-        deadline = self.loop.time() + timeout
-        self._deadline = deadline
+        deadline = self._deadline = self.loop.time() + timeout
         self._timeout_value = timeout
-        timer = self._timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        # The timer stays when it fires no later than the new deadline: it
+        # then finds the deadline moved on and re-arms itself for it.
+        if self._timer is None or self._timer_when > deadline:
+            self._arm_timer(deadline)
+
+    def _arm_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer_when = when
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -347,7 +364,7 @@ class SMTPTransport(asyncio.BufferedProtocol):
         if deadline is None or self._on_error is None:
             return
         if deadline - self.loop.time() > 0.001:  # a later wait moved the deadline on
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._arm_timer(deadline)
             return
         timeout = self._timeout_value
         error: SMTPException = (

@@ -854,3 +854,164 @@ def test_a_lost_connection_stays_closed_whatever_arrives_after(
     for command in ALL_SENDABLE:
         with pytest.raises(SMTPServerDisconnected):
             conn.send(command, WIRE[command])
+
+
+# Whole groups: send_envelope, send_content, take_replies ------------------------------------
+
+ENVELOPE = [WIRE[C.MAIL], WIRE[C.RCPT], WIRE[C.RCPT], WIRE[C.DATA]]
+
+
+def _one_by_one(conn: ClientConnection, commands: list[bytes]) -> Exception | None:
+    """What send() says, command by command, about the envelope (None: all accepted)."""
+    kinds = [C.MAIL, *[C.RCPT] * (len(commands) - 2), C.DATA]
+    try:
+        for kind, data in zip(kinds, commands, strict=True):
+            conn.send(kind, data)
+    except (SMTPProtocolError, SMTPServerDisconnected) as exc:
+        return exc
+    return None
+
+
+ENVELOPE_STATES: dict[str, tuple[list[Step], bool]] = {
+    "ready-pipelining": (READY, True),
+    "after-content-and-rset": (
+        [
+            *READY,
+            Send(C.MAIL),
+            Send(C.RCPT),
+            Send(C.DATA),
+            Recv(
+                b"250 a\r\n250 b\r\n354 c\r\n",
+                [(C.MAIL, R(250, "a")), (C.RCPT, R(250, "b")), (C.DATA, R(354, "c"))],
+            ),
+            Send(C.CONTENT),
+            Send(C.RSET),
+        ],
+        True,
+    ),
+    "ready-lock-step": (READY, False),
+    "greeted": (GREET, True),
+    "awaiting-greeting": ([], True),
+    "after-354": (
+        [
+            *READY,
+            Send(C.MAIL),
+            Send(C.RCPT),
+            Send(C.DATA),
+            Recv(
+                b"250 a\r\n250 b\r\n354 c\r\n",
+                [(C.MAIL, R(250, "a")), (C.RCPT, R(250, "b")), (C.DATA, R(354, "c"))],
+            ),
+        ],
+        True,
+    ),
+    "data-in-flight": ([*READY, Send(C.MAIL), Send(C.RCPT), Send(C.DATA)], True),
+    "noop-in-flight": ([*READY, Send(C.NOOP)], True),
+    "closing": ([*READY, Send(C.QUIT)], True),
+    "closed": ([*READY, Send(C.QUIT), Recv(b"221 bye\r\n", [(C.QUIT, R(221, "bye"))])], True),
+}
+
+
+@pytest.mark.parametrize(("steps", "pipelining"), ENVELOPE_STATES.values(), ids=ENVELOPE_STATES)
+def test_send_envelope_checks_as_send_does_command_by_command(
+    steps: list[Step], pipelining: bool
+) -> None:
+    # One check for the group, the same verdict as send() for each command in turn;
+    # a refused envelope leaves nothing of itself registered.
+    expected_conn = play(steps, pipelining=pipelining)
+    before = (expected_conn.phase, list(expected_conn.pending))
+    expected = _one_by_one(expected_conn, ENVELOPE)
+    conn = play(steps, pipelining=pipelining)
+    if expected is None:
+        assert conn.send_envelope(ENVELOPE) is None
+        assert (conn.phase, list(conn.pending)) == (expected_conn.phase, expected_conn.pending)
+        assert list(conn.pending)[-4:] == [C.MAIL, C.RCPT, C.RCPT, C.DATA]
+    else:
+        with pytest.raises(type(expected)) as info:
+            conn.send_envelope(ENVELOPE)
+        assert str(info.value) == str(expected)
+        assert (conn.phase, list(conn.pending)) == before
+
+
+def test_send_envelope_needs_mail_a_recipient_and_data() -> None:
+    conn = play(READY, pipelining=True)
+    for short in ([], [WIRE[C.MAIL]], [WIRE[C.MAIL], WIRE[C.DATA]]):
+        with pytest.raises(ValueError, match="at least one RCPT"):
+            conn.send_envelope(short)
+    assert list(conn.pending) == []
+
+
+@pytest.mark.parametrize(("steps", "pipelining"), ENVELOPE_STATES.values(), ids=ENVELOPE_STATES)
+def test_send_content_checks_as_send_does(steps: list[Step], pipelining: bool) -> None:
+    data = WIRE[C.CONTENT]
+    reference = play(steps, pipelining=pipelining)
+    conn = play(steps, pipelining=pipelining)
+    try:
+        assert reference.send(C.CONTENT, data) is data
+    except (SMTPProtocolError, SMTPServerDisconnected) as exc:
+        with pytest.raises(type(exc)) as info:
+            conn.send_content(data)
+        assert str(info.value) == str(exc)
+    else:
+        assert conn.send_content(data) is data
+        with pytest.raises(SMTPProtocolError, match="only follow a 354"):
+            conn.send_content(data)  # once per 354
+    assert (conn.phase, list(conn.pending)) == (reference.phase, list(reference.pending))
+
+
+def test_take_replies_hands_over_a_group_oldest_first() -> None:
+    conn = play([*READY, Send(C.MAIL), Send(C.RCPT), Send(C.RCPT), Send(C.DATA)], pipelining=True)
+    conn.receive_data(b"250 a\r\n550 b\r\n250 c\r\n")
+    assert conn.ready_events == 3
+    assert conn.take_replies(2) == [R(250, "a"), R(550, "b")]
+    assert conn.ready_events == 1
+    conn.receive_data(b"354 d\r\n")
+    assert conn.take_replies(2) == [R(250, "c"), R(354, "d")]
+    assert conn.take_replies(1) == []
+    assert conn.next_event() is None
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(b"250 a\r\n250 b\r\n354 c\r\n", id="accepted"),
+        pytest.param(b"250 a\r\n550 b\r\n554 c\r\n", id="refused"),
+        pytest.param(b"250 a\r\n421 b\r\n", id="421-mid-group"),
+        pytest.param(b"250 a\r\n250 b\r\n421 c\r\n", id="421-to-DATA"),
+        pytest.param(b"250 a\r\n334 b\r\n354 c\r\n", id="3xx-to-RCPT"),
+        pytest.param(b"250 a\r\n250 b\r\n250 c\r\n", id="2xx-to-DATA"),
+        pytest.param(b"250 a\r\n250 b\r\n334 c\r\n", id="334-to-DATA"),
+        pytest.param(b"250 a\r\n250 b\r\n452 c\r\n", id="452-to-DATA"),
+        pytest.param(b"550 a\r\n503 b\r\n503 c\r\n", id="all-refused"),
+        pytest.param(b"250 a\r\n250 b\r\n354 c\r\n250 d\r\n", id="one-reply-too-many"),
+        pytest.param(b"250 a\r\n250-b\r\n250 b\r\n354 c\r\n", id="multiline-mid-group"),
+        pytest.param(b"250 a\r\n250 b\r\nxyz\r\n", id="garbage-after-two"),
+    ],
+)
+def test_a_group_read_at_once_is_judged_as_read_reply_by_reply(wire: bytes) -> None:
+    # receive_data's fast path (a run of plain replies judged inline) against the
+    # general path it stands for (every reply through _on_reply): same events, same
+    # phase, same error, same state for the content.
+    def fast() -> tuple[object, ...]:
+        conn = play(GROUP, pipelining=True)
+        error = None
+        try:
+            conn.receive_data(wire)
+        except SMTPProtocolError as exc:
+            error = exc.message
+        return conn.phase, list(conn.pending), drain(conn), error, conn._content_allowed
+
+    def general() -> tuple[object, ...]:
+        conn = play(GROUP, pipelining=True)
+        replies, parse_error = conn._parser.parse(wire)
+        error = None
+        try:
+            for reply in replies:
+                conn._on_reply(reply)
+            if parse_error is not None:
+                conn._fail(parse_error.message)
+        except SMTPProtocolError as exc:
+            error = exc.message
+        return conn.phase, list(conn.pending), drain(conn), error, conn._content_allowed
+
+    assert fast() == general()

@@ -473,3 +473,38 @@ def test_the_caps_hold_inside_a_large_burst() -> None:
     replies, error = parser.parse(b"250 ok\r\n250 " + b"z" * 40 + b"\r\n")
     assert replies == [SMTPResponse(250, "ok")]
     assert error is not None
+
+
+def test_repeated_one_line_replies_are_shared_and_the_rest_built_each_time() -> None:
+    # A server's replies to MAIL, RCPT and DATA repeat for every message; the one
+    # carrying a queue id does not.
+    group = b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    parser = ReplyParser()
+    seen = [parser.feed(b"250 2.0.0 Ok: queued as %d\r\n" % n + group) for n in range(5)]
+    for replies in seen:
+        assert replies[1:] == [
+            R(250, "2.1.0 Ok"),
+            R(250, "2.1.5 Ok"),
+            R(354, "End data with <CR><LF>.<CR><LF>"),
+        ]
+        assert all(type(reply) is SMTPResponse for reply in replies)
+    assert [replies[0] for replies in seen] == [
+        R(250, f"2.0.0 Ok: queued as {n}") for n in range(5)
+    ]
+    # Kept from the second sighting on: the same objects from then on.
+    assert seen[2][1] is seen[3][1] is seen[4][1]
+    assert seen[0][1] is not seen[1][1]
+    # A reply split across reads, or a multiline one, is still built in full.
+    assert parser.feed(b"250 2.1") + parser.feed(b".0 Ok\r\n") == [R(250, "2.1.0 Ok")]
+    assert parser.feed(b"250-a\r\n250 2.1.0 Ok\r\n") == [R(250, "a\n2.1.0 Ok")]
+
+
+def test_a_server_cannot_make_the_parser_keep_many_replies() -> None:
+    parser = ReplyParser()
+    lines = [b"250 %d %s\r\n" % (n, b"x" * (n % 200)) for n in range(500)]
+    for _ in range(3):
+        assert parser.feed(b"".join(lines)) == [R(250, line[4:-2].decode()) for line in lines]
+    known = parser._known
+    assert 0 < len(known) <= 32
+    assert all(len(line) <= 128 for line in known)
+    assert len(known._seen) <= 32

@@ -442,3 +442,55 @@ def test_outcome_errors_are_smtp_exceptions() -> None:
         outcome = row[-1]
         if isinstance(outcome, BaseException):
             assert isinstance(outcome, SMTPException)
+
+
+@pytest.mark.parametrize(
+    ("recipients", "mail", "rcpts", "data", "after", "end", "outcome"),
+    ROWS.values(),
+    ids=ROWS.keys(),
+)
+def test_a_whole_envelope_is_judged_as_reply_by_reply(
+    recipients: list[str],
+    mail: SMTPResponse,
+    rcpts: list[SMTPResponse],
+    data: SMTPResponse,
+    after: AfterData,
+    end: SMTPResponse | None,
+    outcome: object,
+) -> None:
+    # on_envelope (the pipelined group's replies in one call) against the table above.
+    transaction = Transaction(Envelope(SENDER, recipients, CONTENT))
+    before = [R(250, "content of the message before")]
+    assert transaction.on_envelope([*before, mail, *rcpts, data, R(250, "next")], 1) is after
+    if end is not None:
+        transaction.on_end_of_data(end)
+    assert transaction.done is True
+    assert _outcome_repr(transaction.outcome()) == _outcome_repr(outcome)
+
+
+MAILS = [R(250, "m"), R(550, "no sender"), R(451, "later")]
+RCPTS = [R(250, "r"), R(251, "forwarded"), R(550, "no"), R(452, "full")]
+DATAS = [R(354, "go"), R(554, "no"), R(451, "later")]
+
+
+@pytest.mark.parametrize("mail", MAILS, ids=str)
+@pytest.mark.parametrize("data", DATAS, ids=str)
+def test_on_envelope_keeps_the_state_of_on_mail_on_rcpt_on_data(
+    mail: SMTPResponse, data: SMTPResponse
+) -> None:
+    recipients = [A, B, "c@example.org"]
+    for first in RCPTS:
+        for second in RCPTS:
+            for third in RCPTS:
+                rcpts = [first, second, third]
+                one = Transaction(Envelope(SENDER, recipients, CONTENT))
+                one.on_mail(mail)
+                for reply in rcpts:
+                    one.on_rcpt(reply)
+                one_after = one.on_data(data)
+                whole = Transaction(Envelope(SENDER, recipients, CONTENT))
+                whole_after = whole.on_envelope([mail, *rcpts, data], 0)
+                assert whole_after is one_after
+                for name in ("mail_accepted", "any_recipient_accepted", "refused", "result"):
+                    assert getattr(whole, name) == getattr(one, name), (name, rcpts)
+                assert _outcome_repr(whole.outcome()) == _outcome_repr(one.outcome())

@@ -141,7 +141,13 @@ def run_batch(
     dots: list[tuple[int, Transaction]] = []
     expected: list[_Expected] = []
     send = connection.send
-    MAIL, RCPT, DATA = Command.MAIL, Command.RCPT, Command.DATA
+    send_envelope = connection.send_envelope
+    send_content = connection.send_content
+    take_replies = connection.take_replies
+    pipelined = connection.pipelining
+    MAIL, RCPT, DATA, CONTENT = Command.MAIL, Command.RCPT, Command.DATA, Command.CONTENT
+    SEND_CONTENT = AfterData.CONTENT
+    CLOSED = Phase.CLOSED
 
     def tell(index: int, outcome: Outcome | Exception) -> None:
         assert on_result is not None
@@ -160,7 +166,10 @@ def run_batch(
     def follow(transaction: Transaction, after: AfterData) -> None:
         if after is AfterData.CONTENT or after is AfterData.EMPTY_DOT:
             content = transaction.envelope.content if after is AfterData.CONTENT else b""
-            queue(transaction, Command.CONTENT, content)
+            out.append(send_content(content))
+            expected.append((transaction, CONTENT))
+            if log_sent is not None:
+                log_sent(CONTENT, content)
             dots.append((len(out), transaction))
             out.append(END_OF_DATA)
         else:
@@ -205,30 +214,63 @@ def run_batch(
 
     def judge(count: int) -> None:
         """Judge the ``count`` replies that are in, oldest first."""
-        group = expected[:count]
-        del expected[:count]
-        next_event = connection.next_event
-        for transaction, command in group:
-            event = next_event()
-            assert event is not None
-            reply = event[1]
-            if log_reply is not None:
+        nonlocal out, expected
+        if count == len(expected):  # pipelined: always the whole group, so no copy
+            group, expected = expected, []
+        else:
+            group = expected[:count]
+            del expected[:count]
+        replies = take_replies(count)
+        if log_reply is not None:
+            # All at once: they all arrived before anything judging them sends.
+            for reply in replies:
                 log_reply(reply)
-            if transaction is None:
-                continue  # RSET: its reply changes no outcome
-            if command is RCPT:
-                transaction.on_rcpt(reply)
-            elif command is MAIL:
-                transaction.on_mail(reply)
-            elif command is DATA:
-                follow(transaction, transaction.on_data(reply))
-            else:  # the end of data: the outcome is final
-                transaction.on_end_of_data(reply)
-                outcome = transaction.outcome()
-                slots[transaction.index] = outcome
-                if on_result is not None:
-                    tell(transaction.index, outcome)
-        if connection.phase is Phase.CLOSED:  # a 421 ended the session
+        if len(replies) != count:  # the driver waited for all: one short would be lost
+            raise AssertionError(f"{count} replies awaited, {len(replies)} ready")
+        position = 0
+        while position < count:
+            transaction, command = group[position]
+            if transaction is None:  # RSET: its reply changes no outcome
+                position += 1
+                continue
+            if command is MAIL and pipelined:
+                # The whole envelope, MAIL to DATA, is in this group: it left
+                # as one (RFC 2920 3.1) and a group is judged all at once.
+                after = transaction.on_envelope(replies, position)
+                position += len(transaction.envelope.commands)
+            else:
+                reply = replies[position]
+                position += 1
+                if command is RCPT:
+                    transaction.on_rcpt(reply)
+                    continue
+                if command is MAIL:
+                    transaction.on_mail(reply)
+                    continue
+                if command is not DATA:  # the end of data: the outcome is final
+                    index = transaction.index
+                    slots[index] = outcome = transaction.on_end_of_data(reply)
+                    if on_result is not None:
+                        # tell(), inline
+                        told[index] = 1
+                        try:
+                            on_result(index, outcome)
+                        except Exception:  # the caller's bug must not tear down a live one
+                            _logger.exception("on_result callback failed for message %d", index)
+                    continue
+                after = transaction.on_data(reply)
+            if after is SEND_CONTENT:
+                # follow(), inline for the path every message takes: the
+                # content and its dot lead the next group (RFC 2920 3.1).
+                content = transaction.envelope.content
+                out += (send_content(content), END_OF_DATA)
+                expected.append((transaction, CONTENT))
+                dots.append((len(out) - 1, transaction))
+                if log_sent is not None:
+                    log_sent(CONTENT, content)
+            else:
+                follow(transaction, after)
+        if connection.phase is CLOSED:  # a 421 ended the session
             raise SMTPServerDisconnected("The server closed the connection (421)")
 
     def in_turn(count: int) -> Generator[int, None, None]:
@@ -264,36 +306,47 @@ def run_batch(
             return exc
 
     try:
-        if connection.pipelining:
+        if pipelined:
             upcoming = start(0) if total else None
             for index in range(total):
                 current, slots[index] = upcoming, upcoming
-                if isinstance(current, Transaction):
+                if type(current) is Transaction:
                     if clock is not None:
                         clock.start(index)
-                    # MAIL, every RCPT and DATA: queue() unrolled (a thousand
-                    # recipients make a thousand calls otherwise).
-                    mail, *rcpts, data = current.envelope.commands
-                    out.append(send(MAIL, mail))
-                    for rcpt in rcpts:
-                        out.append(send(RCPT, rcpt))
-                    out.append(send(DATA, data))
-                    expected.append((current, MAIL))
-                    expected += [(current, RCPT)] * len(rcpts)
-                    expected.append((current, DATA))
+                    # MAIL, every RCPT and DATA, registered in one call (a
+                    # thousand recipients would make a thousand calls otherwise).
+                    commands = current.envelope.commands
+                    send_envelope(commands)
+                    out += commands
+                    recipients = len(commands) - 2
+                    if recipients == 1:  # the common case, without building a list
+                        expected += ((current, MAIL), (current, RCPT), (current, DATA))
+                    else:
+                        expected += [
+                            (current, MAIL),
+                            *[(current, RCPT)] * recipients,
+                            (current, DATA),
+                        ]
                     if log_sent is not None:
-                        log_sent(MAIL, mail)
-                        for rcpt in rcpts:
+                        log_sent(MAIL, commands[0])
+                        for rcpt in commands[1:-1]:
                             log_sent(RCPT, rcpt)
-                        log_sent(DATA, data)
+                        log_sent(DATA, commands[-1])
                 if not out:
                     count = 0
                 elif sum(map(len, out)) <= JOIN_LIMIT:
                     count = write_joined()
                 else:
                     count = yield from write_pieces()
-                # Prepared while the server works on the group just written.
-                upcoming = start(index + 1) if index + 1 < total else None
+                # Prepared while the server works on the group just written:
+                # start(), inline.
+                if index + 1 < total:
+                    try:
+                        upcoming = Transaction(prepare(items[index + 1]), index + 1)
+                    except Exception as exc:  # bad input, or a lazy item's own failure
+                        upcoming = exc
+                else:
+                    upcoming = None
                 if count:
                     if clock is not None:
                         yield from in_turn(count)
@@ -335,17 +388,22 @@ def run_batch(
     except BaseException:
         close()
         raise
-    outcomes: list[Outcome | Exception] = []
-    for index, slot in enumerate(slots):
-        if isinstance(slot, Transaction):
-            outcome: Outcome | Exception = slot.outcome()
-        else:
-            assert slot is not None
-            outcome = slot
-        outcomes.append(outcome)
-        if on_result is not None and not told[index]:
-            tell(index, outcome)
+    outcomes: list[Outcome | Exception] = [
+        slot.outcome() if type(slot) is Transaction else _settled(slot) for slot in slots
+    ]
+    if on_result is not None:
+        # Those not told yet, in order (most were, as their end-of-data reply came).
+        index = told.find(0)
+        while index >= 0:
+            tell(index, outcomes[index])
+            index = told.find(0, index + 1)
     return outcomes
+
+
+def _settled(slot: Outcome | Exception | Transaction | None) -> Outcome | Exception:
+    """A slot whose outcome was final before the batch ended."""
+    assert slot is not None and not isinstance(slot, Transaction)
+    return slot
 
 
 def _fail_in_flight(

@@ -32,6 +32,11 @@ DEFAULT_MAX_REPLY_SIZE = 65536
 
 _DIGITS = frozenset(b"0123456789")
 
+# The repeated one-line replies a parser keeps (see _KnownReplies): a server's
+# replies to MAIL, RCPT and DATA are the same text for every message.
+_KNOWN_REPLIES = 32
+_KNOWN_LINE = 128
+
 
 @functools.lru_cache(maxsize=8)
 def _complete_one_line_replies(limit: int) -> re.Pattern[bytes]:
@@ -104,6 +109,36 @@ class SMTPResponse(NamedTuple):
         return head if _ENHANCED_STATUS.fullmatch(head) else None
 
 
+class _KnownReplies(dict[str, "SMTPResponse"]):
+    """One connection's one-line replies that its server repeats, by their line.
+
+    ``known[line]`` is the reply of a complete one-line reply (its line
+    decoded, without CRLF): taken from here when the line was seen twice
+    already, built otherwise. Most servers answer MAIL, RCPT and DATA with
+    the same text every time ("250 2.1.0 Ok"), so a pipelined group's replies
+    are mostly looked up, not built. A line is kept on its second sighting
+    only (a reply carrying a queue id comes once), and only a few short
+    ones are kept, so a server cannot make the parser hold more than a few
+    kilobytes. Replies are immutable: sharing one is safe.
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def __missing__(self, line: str) -> SMTPResponse:
+        reply: SMTPResponse = tuple.__new__(SMTPResponse, (int(line[:3]), line[4:]))
+        if len(self) < _KNOWN_REPLIES and len(line) <= _KNOWN_LINE:
+            seen = self._seen
+            if line in seen:
+                self[line] = reply
+            elif len(seen) < _KNOWN_REPLIES:
+                seen.add(line)
+        return reply
+
+
 class ReplyParser:
     """Incremental reply parser.
 
@@ -116,6 +151,7 @@ class ReplyParser:
         "_buffer",
         "_code",
         "_fast",
+        "_known",
         "_lines",
         "_size",
         "error",
@@ -132,6 +168,7 @@ class ReplyParser:
         self.max_reply_size = max_reply_size
         # One-line replies no longer than both caps take the fast path.
         self._fast = _complete_one_line_replies(min(max_line_length, max_reply_size))
+        self._known = _KnownReplies()
         self._buffer = b""
         self._code = 0  # code of the multiline reply in progress; 0: none
         self._lines: list[str] = []
@@ -177,12 +214,11 @@ class ReplyParser:
                 and self._fast.fullmatch(buffer, 0, end)
             ):
                 self._buffer = buffer[end:]
-                new = tuple.__new__  # skips the NamedTuple's Python-level __new__
-                lines = (buffer if end == len(buffer) else buffer[:end])[:-2].split(b"\r\n")
-                return [
-                    new(SMTPResponse, (int(line[:3]), line[4:].decode("utf-8", "replace")))
-                    for line in lines
-                ], None
+                # Decoded once for the run, not line by line: CR and LF are
+                # never part of a UTF-8 sequence, so the lines come out the same.
+                lines = buffer[: end - 2].decode("utf-8", "replace").split("\r\n")
+                known = self._known
+                return [known[line] for line in lines], None
         replies: list[SMTPResponse] = []
         start = 0
         try:

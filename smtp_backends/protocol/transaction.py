@@ -106,6 +106,13 @@ class AfterData(enum.Enum):
     RSET = "reset the session: the transaction failed"
 
 
+# Members as module globals for on_data, which every message takes: on CPython
+# 3.11 looking a member up on its Enum class costs ten times as much.
+_CONTENT = AfterData.CONTENT
+_EMPTY_DOT = AfterData.EMPTY_DOT
+_RSET = AfterData.RSET
+
+
 class Transaction:
     """The replies of one message's transaction and the verdict on them."""
 
@@ -156,40 +163,68 @@ class Transaction:
 
     def on_rcpt(self, reply: SMTPResponse) -> None:
         """Judge the reply to the next RCPT (in the order sent)."""
-        recipient = self.envelope.recipients[self._rcpt_index]
-        self._rcpt_index += 1
-        if reply.code in (250, 251):
+        index = self._rcpt_index
+        self._rcpt_index = index + 1
+        if reply[0] == 250 or reply[0] == 251:
             self._accepted += 1
-        else:
-            self.refused[recipient] = reply
-        finished = self._rcpt_index == len(self.envelope.recipients)
-        if finished and not self.any_recipient_accepted and self.error is None:
+            return  # nothing more to decide: a recipient is accepted
+        self.refused[self.envelope.recipients[index]] = reply
+        finished = index + 1 == len(self.envelope.recipients)
+        if finished and not self._accepted and self.error is None:
             self.error = SMTPRecipientsRefused(
                 [SMTPRecipientRefused(r.code, r.message, a) for a, r in self.refused.items()]
             )
+
+    def on_envelope(self, replies: Sequence[SMTPResponse], start: int) -> AfterData:
+        """Judge the replies to a whole pipelined envelope and say what must follow.
+
+        ``replies[start]`` answers MAIL, the next ones each RCPT in the
+        order sent, the one after them DATA: the same judgement as
+        :meth:`on_mail`, :meth:`on_rcpt` for each and :meth:`on_data`, with
+        the accepting replies decided here (one call for the envelope, not
+        one per reply) and every other one passed to those methods.
+        """
+        mail = replies[start]
+        if mail[0] == 250:
+            self.mail_accepted = True
+        else:
+            self.on_mail(mail)
+        end = start + 1 + len(self.envelope.recipients)
+        for reply in replies[start + 1 : end]:
+            if reply[0] == 250 or reply[0] == 251:
+                self._rcpt_index += 1
+                self._accepted += 1
+            else:
+                self.on_rcpt(reply)
+        data = replies[end]
+        if data[0] == 354 and self.error is None:
+            return _CONTENT
+        return self.on_data(data)
 
     def on_data(self, reply: SMTPResponse) -> AfterData:
         """Judge the reply to DATA and say what must follow."""
         if reply.code == 354:
             # RFC 2920 3.1: a DATA accepted although the transaction already
             # failed is closed with a lone dot, never with the content.
-            return AfterData.CONTENT if self.error is None else AfterData.EMPTY_DOT
+            return _CONTENT if self.error is None else _EMPTY_DOT
         if self.error is None:
             self.error = SMTPDataError(reply.code, reply.message)
-        return AfterData.RSET
+        return _RSET
 
     def skip_data(self) -> AfterData:
         """Lock-step: DATA will not be sent (the envelope already failed)."""
         return AfterData.RSET
 
-    def on_end_of_data(self, reply: SMTPResponse) -> None:
-        """Judge the reply to the terminating dot."""
-        if self.error is not None:
-            return  # the lone dot after a failed envelope: its reply changes nothing
-        if reply.code == 250:
-            self.result = (dict(self.refused), reply.message)
-        else:
-            self.error = SMTPDataError(reply.code, reply.message)
+    def on_end_of_data(self, reply: SMTPResponse) -> Outcome | SMTPException:
+        """Judge the reply to the terminating dot; return the outcome (now final)."""
+        error = self.error
+        if error is not None:
+            return error  # the lone dot after a failed envelope: its reply changes nothing
+        if reply[0] == 250:
+            result = self.result = (dict(self.refused), reply[1])
+            return result
+        error = self.error = SMTPDataError(reply.code, reply.message)
+        return error
 
     def fail(self, error: SMTPException) -> None:
         """Record a failure from outside the replies (disconnect, timeout)."""
