@@ -16,6 +16,7 @@ import re
 import smtplib
 import ssl
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -1291,3 +1292,13 @@ def test_flask_page_section_examples(
 
     exec(compile(blocks[1], "docs/start/flask.md", "exec"), namespace)  # a new app, suppressed
     assert len(smtpd_starttls.messages) == 3  # the recorded message was not sent
+
+
+def test_default_date_is_fixed_by_the_first_rendering() -> None:
+    """Rendered twice across a second's boundary, a message keeps one Date (Flask-Mail's
+    ``msg.as_string() == str(msg)`` holds whatever the clock does)."""
+    msg = Message("dated", sender="a@example.com", recipients=["b@example.com"], body="x")
+    first = msg.as_string()
+    time.sleep(1.05)
+    assert msg.as_string() == first
+    assert msg.date is None  # the caller's attribute is left as given

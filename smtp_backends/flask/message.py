@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -102,7 +103,9 @@ class Message:
         bcc: Bcc addresses (envelope only, never in the headers).
         attachments: :class:`Attachment` objects.
         reply_to: the Reply-To address.
-        date: the Date, as a timestamp (the time of sending by default).
+        date: the Date, as a timestamp (by default the time the message is first
+            rendered, usually when it is sent; later renderings keep it, so that the
+            message signed, logged and sent is one message).
         charset: the charset of the text parts and encoded headers (UTF-8).
         extra_headers: more headers, ``{name: value}``.
         mail_options: ESMTP parameters for MAIL FROM.
@@ -145,6 +148,8 @@ class Message:
         if html is not None:
             self.html = html
         self.date = date
+        # The default Date, fixed by the first rendering (as the Message-ID is at creation).
+        self._default_date: float | None = None
         self.msgId: str = make_msgid(domain=_msgid_domain())
         self.charset = charset
         self.extra_headers: dict[str, str] | None = (
@@ -332,7 +337,12 @@ class Message:
             msg["Subject"] = sanitize_subject(force_text(self.subject), encoding)
         msg["From"] = _address_header("From", [header_address(self.sender or "", encoding)])
         msg["To"] = _address_header("To", _dedupe(_header_addresses(self.recipients, encoding)))
-        msg["Date"] = formatdate(self.date, localtime=True)
+        date = self.date
+        if date is None:
+            if self._default_date is None:
+                self._default_date = time.time()
+            date = self._default_date
+        msg["Date"] = formatdate(date, localtime=True)
         msg["Message-ID"] = self.msgId  # RFC 5322 3.6.4
         if self.cc:
             msg["Cc"] = _address_header("Cc", _dedupe(_header_addresses(self.cc, encoding)))
