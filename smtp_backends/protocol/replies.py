@@ -217,8 +217,8 @@ class ReplyParser:
                 # Decoded once for the run, not line by line: CR and LF are
                 # never part of a UTF-8 sequence, so the lines come out the same.
                 lines = buffer[: end - 2].decode("utf-8", "replace").split("\r\n")
-                known = self._known
-                return [known[line] for line in lines], None
+                # known[line] for each line, without a comprehension's frame.
+                return list(map(self._known.__getitem__, lines)), None
         replies: list[SMTPResponse] = []
         start = 0
         try:
