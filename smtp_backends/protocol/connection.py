@@ -259,7 +259,9 @@ class ClientConnection:
             # _on_reply checks it (out of step, 421); the first one that is
             # not so plain goes to _on_reply with all after it.
             pending = self.pending
-            for command, reply in zip(pending, replies, strict=False):  # more of either may come
+            # More of either may come. No strict=False: zip with a keyword
+            # argument takes CPython's slow call path, once per reply group.
+            for command, reply in zip(pending, replies):  # noqa: B905
                 if command in _FAST:
                     if reply[0] in _FAST_STOP:
                         break
