@@ -275,9 +275,15 @@ class ClientConnection:
             if taken:
                 self._answered += pending[:taken]
                 del pending[:taken]
-                self._replies += replies if taken == len(replies) else replies[:taken]
-        for reply in replies[taken:] if taken else replies:
-            self._on_reply(reply)
+                if taken != len(replies):
+                    self._replies += replies[:taken]
+                elif self._replies:
+                    self._replies += replies
+                else:  # none unread (the engine took them all): the parser's new list
+                    self._replies = replies
+        if taken != len(replies):
+            for reply in replies[taken:] if taken else replies:
+                self._on_reply(reply)
         if error is not None:
             # Raised after the good replies before it became events.
             self._fail(error.message)

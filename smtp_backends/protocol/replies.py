@@ -153,6 +153,7 @@ class ReplyParser:
         "_fast",
         "_known",
         "_lines",
+        "_lookup",
         "_size",
         "error",
         "max_line_length",
@@ -169,6 +170,8 @@ class ReplyParser:
         # One-line replies no longer than both caps take the fast path.
         self._fast = _complete_one_line_replies(min(max_line_length, max_reply_size))
         self._known = _KnownReplies()
+        # known[line], bound once: a run of lines is looked up with map().
+        self._lookup = self._known.__getitem__
         self._buffer = b""
         self._code = 0  # code of the multiline reply in progress; 0: none
         self._lines: list[str] = []
@@ -218,7 +221,7 @@ class ReplyParser:
                 # never part of a UTF-8 sequence, so the lines come out the same.
                 lines = buffer[: end - 2].decode("utf-8", "replace").split("\r\n")
                 # known[line] for each line, without a comprehension's frame.
-                return list(map(self._known.__getitem__, lines)), None
+                return list(map(self._lookup, lines)), None
         replies: list[SMTPResponse] = []
         start = 0
         try:
