@@ -130,6 +130,10 @@ class ClientConnection:
         # and out by slices, without a tuple or a call per reply.
         self._answered: list[Command] = []
         self._replies: list[SMTPResponse] = []
+        #: How many replies are parsed and waiting in :meth:`next_event`. An
+        #: attribute kept in step with them, not a property: a transport
+        #: reads it at every wait, and a property costs a Python call.
+        self.ready_events = 0
         #: Set by the owner when the server advertised PIPELINING and it is wanted.
         self.pipelining = False
         self._content_allowed = False
@@ -137,11 +141,6 @@ class ClientConnection:
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.phase.value}, {len(self.pending)} awaiting reply>"
-
-    @property
-    def ready_events(self) -> int:
-        """How many replies are parsed and waiting in :meth:`next_event`."""
-        return len(self._replies)
 
     # Sending ---------------------------------------------------------------
 
@@ -252,6 +251,7 @@ class ClientConnection:
         if phase is _TLS_HANDSHAKE:
             self._fail("Data received after the STARTTLS reply, before the TLS handshake")
         replies, error = self._parser.parse(data)
+        parsed = len(replies)
         taken = 0
         if phase is _READY:
             # The common case, inline: a run of replies to MAIL, RCPT, DATA,
@@ -275,13 +275,13 @@ class ClientConnection:
             if taken:
                 self._answered += pending[:taken]
                 del pending[:taken]
-                if taken != len(replies):
+                if taken != parsed:
                     self._replies += replies[:taken]
                 elif self._replies:
                     self._replies += replies
                 else:  # none unread (the engine took them all): the parser's new list
                     self._replies = replies
-        if taken != len(replies):
+        if taken != parsed:
             for reply in replies[taken:] if taken else replies:
                 self._on_reply(reply)
         if error is not None:
@@ -289,12 +289,14 @@ class ClientConnection:
             self._fail(error.message)
         if self.phase is _TLS_HANDSHAKE and self._parser.has_partial_data:
             self._fail("Data received after the STARTTLS reply, before the TLS handshake")
-        return len(self._replies)
+        ready = self.ready_events = len(self._replies)
+        return ready
 
     def next_event(self) -> tuple[Command, SMTPResponse] | None:
         """The oldest unread reply with the command it answers, or None."""
         if not self._replies:
             return None
+        self.ready_events -= 1
         return self._answered.pop(0), self._replies.pop(0)
 
     def take_replies(self, count: int) -> list[SMTPResponse]:
@@ -306,10 +308,12 @@ class ClientConnection:
         if count >= len(replies):  # the common case: all of them, without a copy
             self._replies = []
             self._answered.clear()
+            self.ready_events = 0
             return replies
         taken = replies[:count]
         del replies[:count]
         del self._answered[:count]
+        self.ready_events = len(replies)
         return taken
 
     def _on_reply(self, reply: SMTPResponse) -> None:
@@ -361,6 +365,8 @@ class ClientConnection:
         self._replies.append(reply)
 
     def _fail(self, message: str) -> None:
+        # The replies parsed before the failure stay readable.
+        self.ready_events = len(self._replies)
         self.phase = Phase.ERROR
         self.error = SMTPProtocolError(message)
         raise self.error
@@ -378,6 +384,7 @@ class ClientConnection:
         self._parser = ReplyParser(self._parser.max_line_length, self._parser.max_reply_size)
         self._answered.clear()
         self._replies.clear()
+        self.ready_events = 0
         self.pipelining = False
         self._content_allowed = False
         self.phase = Phase.GREETED
