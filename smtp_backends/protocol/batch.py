@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from ..errors import (
     SMTPException,
@@ -405,9 +405,12 @@ def run_batch(
     except BaseException:
         close()
         raise
-    outcomes: list[Outcome | Exception] = [
-        slot.outcome() if type(slot) is Transaction else _settled(slot) for slot in slots
-    ]
+    # Every slot is set by now (by the loop, or to `lost` above): a transaction
+    # still open, or an outcome that was final before the batch ended.
+    outcomes = cast(
+        "list[Outcome | Exception]",
+        [slot.outcome() if type(slot) is Transaction else slot for slot in slots],
+    )
     if on_result is not None:
         # Those not told yet, in order (most were, as their end-of-data reply came).
         index = told.find(0)
@@ -415,12 +418,6 @@ def run_batch(
             tell(index, outcomes[index])
             index = told.find(0, index + 1)
     return outcomes
-
-
-def _settled(slot: Outcome | Exception | Transaction | None) -> Outcome | Exception:
-    """A slot whose outcome was final before the batch ended."""
-    assert slot is not None and not isinstance(slot, Transaction)
-    return slot
 
 
 def _fail_in_flight(

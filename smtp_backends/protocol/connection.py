@@ -106,6 +106,8 @@ _ERROR = Phase.ERROR
 _GREETED = Phase.GREETED
 _READY = Phase.READY
 _TLS_HANDSHAKE = Phase.TLS_HANDSHAKE
+# A pipelined envelope with one recipient, as send_envelope registers it.
+_ONE_RECIPIENT = (_MAIL, _RCPT, _DATA)
 
 
 class ClientConnection:
@@ -204,7 +206,10 @@ class ClientConnection:
             and not self._content_allowed
             and (not pending or pending[-1] in _GROUPABLE)
         ):
-            pending += [_MAIL, *[_RCPT] * (count - 2), _DATA]
+            if count == 3:  # one recipient, the common case: no list built
+                pending += _ONE_RECIPIENT
+            else:
+                pending += [_MAIL, *[_RCPT] * (count - 2), _DATA]
             return
         # Something refuses the group: send() says what, as it would for the
         # first command refused, and nothing of the group stays registered.
