@@ -508,3 +508,31 @@ def test_a_server_cannot_make_the_parser_keep_many_replies() -> None:
     assert 0 < len(known) <= 32
     assert all(len(line) <= 128 for line in known)
     assert len(known._seen) <= 32
+
+
+def test_a_run_of_lines_not_all_plain_one_line_replies_is_parsed_line_by_line() -> None:
+    # Each line of a run is checked before its reply is built or looked up; a run with
+    # any other line goes to the general path, whole, with the same results as before.
+    assert ReplyParser().parse(b"250 a\r\n250-b\r\n250 c\r\n") == (
+        [R(250, "a"), R(250, "b\nc")],
+        None,
+    )
+    assert ReplyParser().parse(b"250 ok\r\n250 a\rb\r\n") == ([R(250, "ok"), R(250, "a\rb")], None)
+    assert ReplyParser().parse(b"250 \xff\r\n354 go\r\n") == (
+        [R(250, "\ufffd"), R(354, "go")],
+        None,
+    )
+    replies, error = ReplyParser().parse(b"250 ok\r\n250 a\nb\r\n")
+    assert replies == [R(250, "ok"), R(250, "a")]
+    assert error is not None and "Malformed" in error.message
+    replies, error = ReplyParser(max_line_length=16).parse(b"250 ok\r\n250 " + b"x" * 20 + b"\r\n")
+    assert replies == [R(250, "ok")]
+    assert error is not None and "too long" in error.message
+    replies, error = ReplyParser().parse(b"250 ok\r\n\r\n")
+    assert replies == [R(250, "ok")]
+    assert error is not None and "Malformed" in error.message
+    # A line that failed its check is never kept, however often it comes.
+    parser = ReplyParser()
+    for _ in range(3):
+        parser.parse(b"250-a\r\n250 b\r\n")
+    assert not parser._known

@@ -22,6 +22,7 @@ from smtp_backends import (
     SMTPServerDisconnected,
 )
 from smtp_backends.protocol.commands import envelope_address
+from smtp_backends.protocol.connection import ClientConnection, Command, Phase
 from smtp_backends.transport import READ_BUFFER_SIZE, SMTPTransport
 from tests.servers import RecordingHandler, ScriptedServer, SMTPServer
 
@@ -132,6 +133,32 @@ async def test_replies_split_at_every_byte_and_bursts_over_the_buffer_size(
         [outcome] = await client.send_messages([("a@example.com", recipients, b"x\r\n")])
     assert not isinstance(outcome, SMTPRecipientsRefused)
     assert "no data today" in str(outcome)
+
+
+async def test_bytes_handed_to_data_received_parse_as_if_read_into_the_buffer() -> None:
+    # The loops read into the buffer (buffer_updated); data_received takes bytes from a
+    # loop or caller without buffered reads, a buffer's worth at a time: a reply larger
+    # than the buffer, handed over at once, comes out whole.
+    connection = ClientConnection(max_reply_size=4 * READ_BUFFER_SIZE)
+    transport = SMTPTransport(connection)
+    transport.data_received(GREETING)
+    assert connection.ready_events == 1
+    connection.send(Command.EHLO, b"EHLO client.test\r\n")
+    lines = [b"250-extension-%05d" % n + b"x" * 40 for n in range(3000)]
+    reply = b"\r\n".join(lines) + b"\r\n250 PIPELINING\r\n"
+    assert READ_BUFFER_SIZE < len(reply) < 4 * READ_BUFFER_SIZE
+    transport.data_received(reply)
+    assert connection.ready_events == 2
+    assert connection.next_event() == (Command.GREETING, (220, "scripted.test ESMTP"))
+    event = connection.next_event()
+    assert event is not None
+    command, ehlo = event
+    assert command is Command.EHLO and ehlo.code == 250
+    assert ehlo.message.split("\n")[-1] == "PIPELINING"
+    assert len(ehlo.message.split("\n")) == 3001
+    assert connection.phase is Phase.READY
+    transport.data_received(b"")  # nothing to parse
+    assert connection.ready_events == 0
 
 
 async def test_a_reply_line_over_the_cap_fails_the_connection(

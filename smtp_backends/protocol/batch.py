@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from ..errors import (
     SMTPException,
@@ -57,8 +57,9 @@ T = TypeVar("T")
 
 _logger = logging.getLogger("smtp_backends")
 
-#: Above this size a group's pieces are written one by one instead of joined,
-#: so a large message is not copied just to be sent.
+#: Above this much message content in a group, its pieces are written one by
+#: one instead of joined, so a large message is not copied just to be sent
+#: (commands are short: a group of them is joined whatever their number).
 JOIN_LIMIT = 256 * 1024
 
 #: Yielded by the steps: wait until the send buffer has room (a positive
@@ -138,6 +139,7 @@ def run_batch(
     told = bytearray(total if on_result is not None else 0)
     # The group being built: its pieces, and where the end-of-data dots are in it.
     out: list[bytes] = []
+    content_size = 0  # bytes of message content in `out`
     dots: list[tuple[int, Transaction]] = []
     expected: list[_Expected] = []
     send = connection.send
@@ -146,6 +148,9 @@ def run_batch(
     take_replies = connection.take_replies
     pipelined = connection.pipelining
     MAIL, RCPT, DATA, CONTENT = Command.MAIL, Command.RCPT, Command.DATA, Command.CONTENT
+    # Pipelined, a reply to MAIL starts a whole envelope's replies (judged in
+    # one call); no command is None, so lock-step never takes that branch.
+    ENVELOPE = MAIL if pipelined else None
     SEND_CONTENT = AfterData.CONTENT
     CLOSED = Phase.CLOSED
 
@@ -164,9 +169,11 @@ def run_batch(
             log_sent(command, data)
 
     def follow(transaction: Transaction, after: AfterData) -> None:
+        nonlocal content_size
         if after is AfterData.CONTENT or after is AfterData.EMPTY_DOT:
             content = transaction.envelope.content if after is AfterData.CONTENT else b""
             out.append(send_content(content))
+            content_size += len(content)
             expected.append((transaction, CONTENT))
             if log_sent is not None:
                 log_sent(CONTENT, content)
@@ -183,6 +190,8 @@ def run_batch(
 
     def write_joined() -> int:
         """Write the group in one piece; return the replies now awaited."""
+        nonlocal content_size
+        content_size = 0
         write(b"".join(out))
         out.clear()
         for _, transaction in dots:
@@ -192,6 +201,8 @@ def run_batch(
 
     def write_pieces() -> Generator[int, None, int]:
         """Write a large group piece by piece (see JOIN_LIMIT)."""
+        nonlocal content_size
+        content_size = 0
         pieces = out[:]
         at = dict(dots)
         out.clear()
@@ -214,7 +225,7 @@ def run_batch(
 
     def judge(count: int) -> None:
         """Judge the ``count`` replies that are in, oldest first."""
-        nonlocal out, expected
+        nonlocal out, expected, content_size
         if count == len(expected):  # pipelined: always the whole group, so no copy
             group, expected = expected, []
         else:
@@ -230,10 +241,7 @@ def run_batch(
         position = 0
         while position < count:
             transaction, command = group[position]
-            if transaction is None:  # RSET: its reply changes no outcome
-                position += 1
-                continue
-            if command is MAIL and pipelined:
+            if command is ENVELOPE and transaction is not None:
                 # The whole envelope, MAIL to DATA, is in this group: it left
                 # as one (RFC 2920 3.1) and a group is judged all at once.
                 after = transaction.on_envelope(replies, position)
@@ -241,13 +249,9 @@ def run_batch(
             else:
                 reply = replies[position]
                 position += 1
-                if command is RCPT:
-                    transaction.on_rcpt(reply)
+                if transaction is None:  # RSET: its reply changes no outcome
                     continue
-                if command is MAIL:
-                    transaction.on_mail(reply)
-                    continue
-                if command is not DATA:  # the end of data: the outcome is final
+                if command is CONTENT:  # the end of data: the outcome is final
                     index = transaction.index
                     slots[index] = outcome = transaction.on_end_of_data(reply)
                     if on_result is not None:
@@ -258,12 +262,19 @@ def run_batch(
                         except Exception:  # the caller's bug must not tear down a live one
                             _logger.exception("on_result callback failed for message %d", index)
                     continue
-                after = transaction.on_data(reply)
+                if command is RCPT:
+                    transaction.on_rcpt(reply)
+                    continue
+                if command is MAIL:
+                    transaction.on_mail(reply)
+                    continue
+                after = transaction.on_data(reply)  # DATA
             if after is SEND_CONTENT:
                 # follow(), inline for the path every message takes: the
                 # content and its dot lead the next group (RFC 2920 3.1).
                 content = transaction.envelope.content
                 out += (send_content(content), END_OF_DATA)
+                content_size += len(content)
                 expected.append((transaction, CONTENT))
                 dots.append((len(out) - 1, transaction))
                 if log_sent is not None:
@@ -290,7 +301,7 @@ def run_batch(
 
     def round_trip() -> Generator[int, None, None]:
         if out:
-            if sum(map(len, out)) <= JOIN_LIMIT:
+            if content_size <= JOIN_LIMIT:
                 count = write_joined()
             else:
                 count = yield from write_pieces()
@@ -334,8 +345,14 @@ def run_batch(
                         log_sent(DATA, commands[-1])
                 if not out:
                     count = 0
-                elif sum(map(len, out)) <= JOIN_LIMIT:
-                    count = write_joined()
+                elif content_size <= JOIN_LIMIT:
+                    # write_joined(), inline: once per message in steady state.
+                    content_size = 0
+                    write(b"".join(out))
+                    out.clear()
+                    while dots:  # no loop variable left holding a transaction
+                        dots.pop()[1].dot_sent = True
+                    count = len(expected)
                 else:
                     count = yield from write_pieces()
                 # Prepared while the server works on the group just written:
@@ -388,9 +405,12 @@ def run_batch(
     except BaseException:
         close()
         raise
-    outcomes: list[Outcome | Exception] = [
-        slot.outcome() if type(slot) is Transaction else _settled(slot) for slot in slots
-    ]
+    # Every slot is set by now (by the loop, or to `lost` above): a transaction
+    # still open, or an outcome that was final before the batch ended.
+    outcomes = cast(
+        "list[Outcome | Exception]",
+        [slot.outcome() if type(slot) is Transaction else slot for slot in slots],
+    )
     if on_result is not None:
         # Those not told yet, in order (most were, as their end-of-data reply came).
         index = told.find(0)
@@ -398,12 +418,6 @@ def run_batch(
             tell(index, outcomes[index])
             index = told.find(0, index + 1)
     return outcomes
-
-
-def _settled(slot: Outcome | Exception | Transaction | None) -> Outcome | Exception:
-    """A slot whose outcome was final before the batch ended."""
-    assert slot is not None and not isinstance(slot, Transaction)
-    return slot
 
 
 def _fail_in_flight(

@@ -106,6 +106,8 @@ _ERROR = Phase.ERROR
 _GREETED = Phase.GREETED
 _READY = Phase.READY
 _TLS_HANDSHAKE = Phase.TLS_HANDSHAKE
+# A pipelined envelope with one recipient, as send_envelope registers it.
+_ONE_RECIPIENT = (_MAIL, _RCPT, _DATA)
 
 
 class ClientConnection:
@@ -130,6 +132,10 @@ class ClientConnection:
         # and out by slices, without a tuple or a call per reply.
         self._answered: list[Command] = []
         self._replies: list[SMTPResponse] = []
+        #: How many replies are parsed and waiting in :meth:`next_event`. An
+        #: attribute kept in step with them, not a property: a transport
+        #: reads it at every wait, and a property costs a Python call.
+        self.ready_events = 0
         #: Set by the owner when the server advertised PIPELINING and it is wanted.
         self.pipelining = False
         self._content_allowed = False
@@ -137,11 +143,6 @@ class ClientConnection:
 
     def __repr__(self) -> str:
         return f"<ClientConnection {self.phase.value}, {len(self.pending)} awaiting reply>"
-
-    @property
-    def ready_events(self) -> int:
-        """How many replies are parsed and waiting in :meth:`next_event`."""
-        return len(self._replies)
 
     # Sending ---------------------------------------------------------------
 
@@ -205,7 +206,10 @@ class ClientConnection:
             and not self._content_allowed
             and (not pending or pending[-1] in _GROUPABLE)
         ):
-            pending += [_MAIL, *[_RCPT] * (count - 2), _DATA]
+            if count == 3:  # one recipient, the common case: no list built
+                pending += _ONE_RECIPIENT
+            else:
+                pending += [_MAIL, *[_RCPT] * (count - 2), _DATA]
             return
         # Something refuses the group: send() says what, as it would for the
         # first command refused, and nothing of the group stays registered.
@@ -252,6 +256,7 @@ class ClientConnection:
         if phase is _TLS_HANDSHAKE:
             self._fail("Data received after the STARTTLS reply, before the TLS handshake")
         replies, error = self._parser.parse(data)
+        parsed = len(replies)
         taken = 0
         if phase is _READY:
             # The common case, inline: a run of replies to MAIL, RCPT, DATA,
@@ -259,7 +264,9 @@ class ClientConnection:
             # _on_reply checks it (out of step, 421); the first one that is
             # not so plain goes to _on_reply with all after it.
             pending = self.pending
-            for command, reply in zip(pending, replies, strict=False):  # more of either may come
+            # More of either may come. No strict=False: zip with a keyword
+            # argument takes CPython's slow call path, once per reply group.
+            for command, reply in zip(pending, replies):  # noqa: B905
                 if command in _FAST:
                     if reply[0] in _FAST_STOP:
                         break
@@ -273,20 +280,28 @@ class ClientConnection:
             if taken:
                 self._answered += pending[:taken]
                 del pending[:taken]
-                self._replies += replies if taken == len(replies) else replies[:taken]
-        for reply in replies[taken:] if taken else replies:
-            self._on_reply(reply)
+                if taken != parsed:
+                    self._replies += replies[:taken]
+                elif self._replies:
+                    self._replies += replies
+                else:  # none unread (the engine took them all): the parser's new list
+                    self._replies = replies
+        if taken != parsed:
+            for reply in replies[taken:] if taken else replies:
+                self._on_reply(reply)
         if error is not None:
             # Raised after the good replies before it became events.
             self._fail(error.message)
         if self.phase is _TLS_HANDSHAKE and self._parser.has_partial_data:
             self._fail("Data received after the STARTTLS reply, before the TLS handshake")
-        return len(self._replies)
+        ready = self.ready_events = len(self._replies)
+        return ready
 
     def next_event(self) -> tuple[Command, SMTPResponse] | None:
         """The oldest unread reply with the command it answers, or None."""
         if not self._replies:
             return None
+        self.ready_events -= 1
         return self._answered.pop(0), self._replies.pop(0)
 
     def take_replies(self, count: int) -> list[SMTPResponse]:
@@ -298,10 +313,12 @@ class ClientConnection:
         if count >= len(replies):  # the common case: all of them, without a copy
             self._replies = []
             self._answered.clear()
+            self.ready_events = 0
             return replies
         taken = replies[:count]
         del replies[:count]
         del self._answered[:count]
+        self.ready_events = len(replies)
         return taken
 
     def _on_reply(self, reply: SMTPResponse) -> None:
@@ -353,6 +370,8 @@ class ClientConnection:
         self._replies.append(reply)
 
     def _fail(self, message: str) -> None:
+        # The replies parsed before the failure stay readable.
+        self.ready_events = len(self._replies)
         self.phase = Phase.ERROR
         self.error = SMTPProtocolError(message)
         raise self.error
@@ -370,6 +389,7 @@ class ClientConnection:
         self._parser = ReplyParser(self._parser.max_line_length, self._parser.max_reply_size)
         self._answered.clear()
         self._replies.clear()
+        self.ready_events = 0
         self.pipelining = False
         self._content_allowed = False
         self.phase = Phase.GREETED

@@ -9,7 +9,6 @@ complete replies; anything malformed or oversized raises
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from typing import NamedTuple
 
@@ -38,15 +37,8 @@ _KNOWN_REPLIES = 32
 _KNOWN_LINE = 128
 
 
-@functools.lru_cache(maxsize=8)
-def _complete_one_line_replies(limit: int) -> re.Pattern[bytes]:
-    """Complete one-line replies, CRLF-terminated, each at most ``limit`` bytes.
-
-    A run of them (a pipelined group's replies, a thousand RCPT replies) is
-    parsed in one go whatever its total size; the bound on each line keeps
-    the caps in force on this path too.
-    """
-    return re.compile(rb"(?:[2-5][0-9][0-9] [^\r\n]{0,%d}\r\n)+" % (limit - 6))
+class _NotOneLineReply(Exception):
+    """A line of a run is not a complete one-line reply: the general path takes the run."""
 
 
 # RFC 3463 2: class "." subject "." detail, class 2, 4 or 5.
@@ -109,27 +101,45 @@ class SMTPResponse(NamedTuple):
         return head if _ENHANCED_STATUS.fullmatch(head) else None
 
 
-class _KnownReplies(dict[str, "SMTPResponse"]):
-    """One connection's one-line replies that its server repeats, by their line.
+class _KnownReplies(dict[bytes, "SMTPResponse"]):
+    """One connection's one-line replies, by their line, the ones its server repeats kept.
 
     ``known[line]`` is the reply of a complete one-line reply (its line
-    decoded, without CRLF): taken from here when the line was seen twice
-    already, built otherwise. Most servers answer MAIL, RCPT and DATA with
-    the same text every time ("250 2.1.0 Ok"), so a pipelined group's replies
-    are mostly looked up, not built. A line is kept on its second sighting
-    only (a reply carrying a queue id comes once), and only a few short
-    ones are kept, so a server cannot make the parser hold more than a few
-    kilobytes. Replies are immutable: sharing one is safe.
+    without CRLF): taken from here when the line was seen twice already,
+    built otherwise. Most servers answer MAIL, RCPT and DATA with the same
+    text every time ("250 2.1.0 Ok"), so a pipelined group's replies are
+    mostly looked up, not built. A line is kept on its second sighting only
+    (a reply carrying a queue id comes once), and only a few short ones are
+    kept, so a server cannot make the parser hold more than a few kilobytes.
+    Replies are immutable: sharing one is safe.
+
+    A line is checked before its reply is built (so a kept line was checked
+    once): ``CODE text`` with a code from 200 to 599, no CR or LF in it, and
+    at most ``limit`` bytes with its CRLF. Any other line raises
+    :class:`_NotOneLineReply`.
     """
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_limit", "_seen")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         super().__init__()
-        self._seen: set[str] = set()
+        self._limit = limit
+        self._seen: set[bytes] = set()
 
-    def __missing__(self, line: str) -> SMTPResponse:
-        reply: SMTPResponse = tuple.__new__(SMTPResponse, (int(line[:3]), line[4:]))
+    def __missing__(self, line: bytes) -> SMTPResponse:
+        if not (
+            3 < len(line) <= self._limit - 2
+            and line[3] == 32  # a space: a last (or only) line
+            and line[0] in b"2345"
+            and line[1] in _DIGITS
+            and line[2] in _DIGITS
+            and b"\r" not in line
+            and b"\n" not in line
+        ):
+            raise _NotOneLineReply
+        reply: SMTPResponse = tuple.__new__(
+            SMTPResponse, (int(line[:3]), line[4:].decode("utf-8", "replace"))
+        )
         if len(self) < _KNOWN_REPLIES and len(line) <= _KNOWN_LINE:
             seen = self._seen
             if line in seen:
@@ -150,9 +160,9 @@ class ReplyParser:
     __slots__ = (
         "_buffer",
         "_code",
-        "_fast",
         "_known",
         "_lines",
+        "_lookup",
         "_size",
         "error",
         "max_line_length",
@@ -167,8 +177,9 @@ class ReplyParser:
         self.max_line_length = max_line_length
         self.max_reply_size = max_reply_size
         # One-line replies no longer than both caps take the fast path.
-        self._fast = _complete_one_line_replies(min(max_line_length, max_reply_size))
-        self._known = _KnownReplies()
+        self._known = _KnownReplies(min(max_line_length, max_reply_size))
+        # known[line], bound once: a run of lines is looked up with map().
+        self._lookup = self._known.__getitem__
         self._buffer = b""
         self._code = 0  # code of the multiline reply in progress; 0: none
         self._lines: list[str] = []
@@ -209,16 +220,21 @@ class ReplyParser:
             # any size), perhaps followed by the start of the next reply.
             end = buffer.rfind(b"\n") + 1
             if (
-                end
+                end > 1
+                and buffer[end - 2] == 13  # CR: the last line ends with CRLF
                 and len(buffer) - end < self.max_line_length
-                and self._fast.fullmatch(buffer, 0, end)
             ):
-                self._buffer = buffer[end:]
-                # Decoded once for the run, not line by line: CR and LF are
-                # never part of a UTF-8 sequence, so the lines come out the same.
-                lines = buffer[: end - 2].decode("utf-8", "replace").split("\r\n")
-                known = self._known
-                return [known[line] for line in lines], None
+                # Each line is checked (caps included) when it is not a known
+                # one, and a known one was checked when first seen: a run of
+                # replies the server repeats costs a lookup per line.
+                try:
+                    # known[line] for each line, without a comprehension's frame.
+                    run = list(map(self._lookup, buffer[: end - 2].split(b"\r\n")))
+                except _NotOneLineReply:
+                    pass  # a multiline reply, a malformed line: the general path below
+                else:
+                    self._buffer = buffer[end:]
+                    return run, None
         replies: list[SMTPResponse] = []
         start = 0
         try:

@@ -221,7 +221,9 @@ class Transaction:
         if error is not None:
             return error  # the lone dot after a failed envelope: its reply changes nothing
         if reply[0] == 250:
-            result = self.result = (dict(self.refused), reply[1])
+            refused = self.refused
+            # A copy; a literal for the common case, nobody refused (cheaper than a call).
+            result = self.result = (dict(refused) if refused else {}, reply[1])
             return result
         error = self.error = SMTPDataError(reply.code, reply.message)
         return error
