@@ -9,11 +9,13 @@ messages is :mod:`.client`'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.message
 import enum
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -89,8 +91,37 @@ def _start_fqdn_lookup() -> asyncio.Future[str]:
     global _fqdn_lookup
     loop = asyncio.get_running_loop()
     if _fqdn_lookup is None or _fqdn_lookup[0] is not loop or _fqdn_lookup[1].cancelled():
-        _fqdn_lookup = (loop, loop.run_in_executor(None, _lookup_fqdn))
+        future: asyncio.Future[str] = loop.create_future()
+        # One short-lived thread of its own, not the loop's default executor:
+        # the lookup happens once per process, and creating an executor for
+        # it (and wrapping its future) cost about as much CPU again as the
+        # thread. A daemon, so that a slow resolver never holds up the end
+        # of asyncio.run() or of the interpreter.
+        threading.Thread(
+            target=_look_up_for, args=(loop, future), name="smtp_backends-fqdn", daemon=True
+        ).start()
+        _fqdn_lookup = (loop, future)
     return _fqdn_lookup[1]
+
+
+def _look_up_for(loop: asyncio.AbstractEventLoop, future: asyncio.Future[str]) -> None:
+    """In the lookup thread: the FQDN, handed to ``future`` on its loop."""
+    try:
+        result: str | BaseException = _lookup_fqdn()
+    except BaseException as exc:  # reported to the waiters, as an executor would
+        result = exc
+    # RuntimeError: the loop closed meanwhile, and nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle_lookup, future, result)
+
+
+def _settle_lookup(future: asyncio.Future[str], result: str | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 def _prefetch_local_hostname(config: ConnectionConfig) -> None:
