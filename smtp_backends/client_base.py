@@ -70,6 +70,10 @@ class Default(enum.Enum):
 _default = Default.token
 Timeout = float | None | Literal[Default.token]
 
+# What a client knows of a server before (or without) EHLO. One shared value:
+# Extensions is frozen, and the client only reads it (esmtp_extensions copies).
+_NOTHING_ADVERTISED = Extensions()
+
 _fqdn: str | None = None
 # The lookup in flight and its event loop: connections opened together (a
 # pool's) share one lookup instead of each starting a thread for its own.
@@ -252,7 +256,7 @@ class ClientBase:
 
     def _forget_server(self) -> None:
         """Drop what EHLO/HELO told us (on close, and after STARTTLS: RFC 3207 4.2)."""
-        self._extensions = Extensions()
+        self._extensions = _NOTHING_ADVERTISED
         self._ehlo_response: SMTPResponse | None = None
         #: The reply to the last HELO, if HELO was used.
         self.last_helo_response: SMTPResponse | None = None
@@ -437,11 +441,12 @@ class ClientBase:
             )
 
     async def _simple(
-        self, command: Command, line: str, timeout: Timeout, accept: tuple[int, ...]
+        self, command: Command, line: bytes, timeout: Timeout, accept: tuple[int, ...]
     ) -> SMTPResponse:
-        """Send one command line; raise SMTPResponseException unless the code is accepted."""
+        """Send one fixed command line (with its CRLF); raise SMTPResponseException
+        unless the reply's code is accepted."""
         async with self._get_lock():
-            reply = await self._exchange(command, commands.command(line), self._timeout(timeout))
+            reply = await self._exchange(command, line, self._timeout(timeout))
         if reply.code not in accept:
             raise SMTPResponseException(reply.code, reply.message)
         return reply
@@ -500,7 +505,7 @@ class ClientBase:
     async def _helo(self, hostname: str | None, timeout: float | None) -> SMTPResponse:
         reply = await self._greet(Command.HELO, hostname, timeout)
         self.last_helo_response = reply
-        self._extensions = Extensions()
+        self._extensions = _NOTHING_ADVERTISED
         self._ehlo_response = None
         return reply
 
@@ -536,7 +541,7 @@ class ClientBase:
         Raises:
             SMTPResponseException: a reply other than 250.
         """
-        return await self._simple(Command.RSET, "RSET", timeout, (250,))
+        return await self._simple(Command.RSET, b"RSET\r\n", timeout, (250,))
 
     async def noop(self, timeout: Timeout = _default) -> SMTPResponse:
         """Send NOOP (checks that the connection is alive).
@@ -544,7 +549,7 @@ class ClientBase:
         Raises:
             SMTPResponseException: a reply other than 250.
         """
-        return await self._simple(Command.NOOP, "NOOP", timeout, (250,))
+        return await self._simple(Command.NOOP, b"NOOP\r\n", timeout, (250,))
 
     async def vrfy(
         self,
@@ -623,7 +628,7 @@ class ClientBase:
         """
         transport = self._transport
         try:
-            return await self._simple(Command.QUIT, "QUIT", timeout, (221,))
+            return await self._simple(Command.QUIT, b"QUIT\r\n", timeout, (221,))
         finally:
             self.close()
             if transport is not None:
