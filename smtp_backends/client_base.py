@@ -9,11 +9,13 @@ messages is :mod:`.client`'s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.message
 import enum
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -68,6 +70,10 @@ class Default(enum.Enum):
 _default = Default.token
 Timeout = float | None | Literal[Default.token]
 
+# What a client knows of a server before (or without) EHLO. One shared value:
+# Extensions is frozen, and the client only reads it (esmtp_extensions copies).
+_NOTHING_ADVERTISED = Extensions()
+
 _fqdn: str | None = None
 # The lookup in flight and its event loop: connections opened together (a
 # pool's) share one lookup instead of each starting a thread for its own.
@@ -89,8 +95,37 @@ def _start_fqdn_lookup() -> asyncio.Future[str]:
     global _fqdn_lookup
     loop = asyncio.get_running_loop()
     if _fqdn_lookup is None or _fqdn_lookup[0] is not loop or _fqdn_lookup[1].cancelled():
-        _fqdn_lookup = (loop, loop.run_in_executor(None, _lookup_fqdn))
+        future: asyncio.Future[str] = loop.create_future()
+        # One short-lived thread of its own, not the loop's default executor:
+        # the lookup happens once per process, and creating an executor for
+        # it (and wrapping its future) cost about as much CPU again as the
+        # thread. A daemon, so that a slow resolver never holds up the end
+        # of asyncio.run() or of the interpreter.
+        threading.Thread(
+            target=_look_up_for, args=(loop, future), name="smtp_backends-fqdn", daemon=True
+        ).start()
+        _fqdn_lookup = (loop, future)
     return _fqdn_lookup[1]
+
+
+def _look_up_for(loop: asyncio.AbstractEventLoop, future: asyncio.Future[str]) -> None:
+    """In the lookup thread: the FQDN, handed to ``future`` on its loop."""
+    try:
+        result: str | BaseException = _lookup_fqdn()
+    except BaseException as exc:  # reported to the waiters, as an executor would
+        result = exc
+    # RuntimeError: the loop closed meanwhile, and nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle_lookup, future, result)
+
+
+def _settle_lookup(future: asyncio.Future[str], result: str | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 def _prefetch_local_hostname(config: ConnectionConfig) -> None:
@@ -221,7 +256,7 @@ class ClientBase:
 
     def _forget_server(self) -> None:
         """Drop what EHLO/HELO told us (on close, and after STARTTLS: RFC 3207 4.2)."""
-        self._extensions = Extensions()
+        self._extensions = _NOTHING_ADVERTISED
         self._ehlo_response: SMTPResponse | None = None
         #: The reply to the last HELO, if HELO was used.
         self.last_helo_response: SMTPResponse | None = None
@@ -406,11 +441,12 @@ class ClientBase:
             )
 
     async def _simple(
-        self, command: Command, line: str, timeout: Timeout, accept: tuple[int, ...]
+        self, command: Command, line: bytes, timeout: Timeout, accept: tuple[int, ...]
     ) -> SMTPResponse:
-        """Send one command line; raise SMTPResponseException unless the code is accepted."""
+        """Send one fixed command line (with its CRLF); raise SMTPResponseException
+        unless the reply's code is accepted."""
         async with self._get_lock():
-            reply = await self._exchange(command, commands.command(line), self._timeout(timeout))
+            reply = await self._exchange(command, line, self._timeout(timeout))
         if reply.code not in accept:
             raise SMTPResponseException(reply.code, reply.message)
         return reply
@@ -469,7 +505,7 @@ class ClientBase:
     async def _helo(self, hostname: str | None, timeout: float | None) -> SMTPResponse:
         reply = await self._greet(Command.HELO, hostname, timeout)
         self.last_helo_response = reply
-        self._extensions = Extensions()
+        self._extensions = _NOTHING_ADVERTISED
         self._ehlo_response = None
         return reply
 
@@ -505,7 +541,7 @@ class ClientBase:
         Raises:
             SMTPResponseException: a reply other than 250.
         """
-        return await self._simple(Command.RSET, "RSET", timeout, (250,))
+        return await self._simple(Command.RSET, b"RSET\r\n", timeout, (250,))
 
     async def noop(self, timeout: Timeout = _default) -> SMTPResponse:
         """Send NOOP (checks that the connection is alive).
@@ -513,7 +549,7 @@ class ClientBase:
         Raises:
             SMTPResponseException: a reply other than 250.
         """
-        return await self._simple(Command.NOOP, "NOOP", timeout, (250,))
+        return await self._simple(Command.NOOP, b"NOOP\r\n", timeout, (250,))
 
     async def vrfy(
         self,
@@ -592,7 +628,7 @@ class ClientBase:
         """
         transport = self._transport
         try:
-            return await self._simple(Command.QUIT, "QUIT", timeout, (221,))
+            return await self._simple(Command.QUIT, b"QUIT\r\n", timeout, (221,))
         finally:
             self.close()
             if transport is not None:

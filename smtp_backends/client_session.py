@@ -60,10 +60,11 @@ class ClientSession(ClientBase):
         """
         # As aiosmtplib: None for these two means "not given"; for the others it
         # is a value (hostname=None means localhost, timeout=None no timeout).
-        for flag in ("use_tls", "validate_certs", "pipelining", "allow_insecure_auth"):
-            if options.get(flag, 0) is None:
-                del options[flag]
-        self._config = self._config.replace(**options)
+        if options:  # (a pool connects without any: nothing to check or copy)
+            for flag in ("use_tls", "validate_certs", "pipelining", "allow_insecure_auth"):
+                if options.get(flag, 0) is None:
+                    del options[flag]
+            self._config = self._config.replace(**options)
         if self.is_connected:
             raise SMTPException("This client is already connected")
         self.close()

@@ -552,7 +552,7 @@ def batch_preparer(
                 address = envelope_address(recipient)
                 if not recipient.isascii():
                     raise _FullPath
-                lines.append(b"RCPT TO:<" + address.encode("ascii") + b">\r\n")
+                lines.append(b"RCPT TO:<%s>\r\n" % address.encode("ascii"))
         except (TypeError, ValueError, _FullPath):
             # Refused, odd or non-ASCII input: the full path, which raises its usual
             # error (nothing has been called on the item's behalf yet).
@@ -561,14 +561,13 @@ def batch_preparer(
             # The final bytes, before dot-stuffing (which the server undoes): DKIM.
             raw = sign(raw)
         content = encode_content(raw)
-        mail = head
+        body = b" BODY=8BITMIME\r\n" if eight_bit and not content.isascii() else b"\r\n"
         if declare_size:
             # Untouched content has no stuffed dot (RFC 1870 4): its length is its size.
             size = len(content) if content is raw else declared_size(content)
-            mail += b" SIZE=%d" % size
-        if eight_bit and not content.isascii():
-            mail += b" BODY=8BITMIME"
-        lines[0] = mail + b"\r\n"
+            lines[0] = b"%s SIZE=%d%s" % (head, size, body)
+        else:
+            lines[0] = head + body
         lines.append(b"DATA\r\n")
         return Envelope.encoded(sender, recipients, content, lines)
 

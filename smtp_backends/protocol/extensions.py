@@ -24,15 +24,18 @@ class Extensions:
         """Read the text of a 250 EHLO reply (the first line is the greeting)."""
         keywords: dict[str, str] = {}
         mechanisms: list[str] = []
-        for line in ehlo_text.split("\n")[1:]:
+        lines = ehlo_text.split("\n")
+        del lines[0]
+        for line in lines:
             # Old servers write "AUTH=LOGIN PLAIN"; treat "=" after AUTH as a space.
-            if line[:5].upper() == "AUTH=":
+            if line[4:5] == "=" and line[:5].upper() == "AUTH=":
                 line = "AUTH " + line[5:]
             keyword, _, params = line.strip().partition(" ")
             if not keyword:
                 continue
             name = keyword.lower()
-            keywords[name] = params.strip() if name not in keywords else keywords[name]
+            if name not in keywords:  # the first mention counts
+                keywords[name] = params.strip()
             if name == "auth":
                 for mechanism in params.upper().split():
                     if mechanism not in mechanisms:
