@@ -22,6 +22,7 @@ from .errors import (
     SMTPReadTimeoutError,
     SMTPTimeoutError,
 )
+from .timeouts import wait_for
 
 __all__ = ("SendClock",)
 
@@ -129,7 +130,7 @@ class SendClock:
                 ``work`` was cancelled.
         """
         try:
-            return await asyncio.wait_for(work, self.remaining())
+            return await wait_for(work, self.remaining())
         # First: our errors are TimeoutErrors too, as asyncio's is from Python 3.11.
         except SMTPTimeoutError as exc:  # its own timeout, capped by the time left
             relabelled = self.relabel(exc)

@@ -35,6 +35,7 @@ from .errors import (
 )
 from .protocol.connection import ClientConnection, Command, Phase
 from .protocol.replies import SMTPResponse
+from .timeouts import wait_for
 
 __all__ = (
     "SMTPTransport",
@@ -401,7 +402,7 @@ class SMTPTransport(asyncio.BufferedProtocol):
             # e.g. bytes injected after the 220 already failed the connection
             raise self._error or SMTPServerDisconnected("Connection closed")
         try:
-            new_transport = await asyncio.wait_for(
+            new_transport = await wait_for(
                 self.loop.start_tls(
                     transport,
                     self,
@@ -484,11 +485,11 @@ class SMTPTransport(asyncio.BufferedProtocol):
         if self._closed.done():
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._closed), grace)
+            await wait_for(asyncio.shield(self._closed), grace)
         except asyncio.TimeoutError:
             self.abort()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._closed), 1.0)
+                await wait_for(asyncio.shield(self._closed), 1.0)
 
 
 def _release_without_loop(transport: asyncio.BaseTransport) -> None:
@@ -565,7 +566,7 @@ async def open_transport(config: ConnectionConfig, timeout: float | None) -> SMT
                 local_addr=config.source_address,
             )
         try:
-            _, protocol = await asyncio.wait_for(connecting, timeout)
+            _, protocol = await wait_for(connecting, timeout)
         except BaseException:
             # Cancelled (or timed out) just as the connection was made: the
             # loop may have handed a transport to nobody. Close it, never leak it.

@@ -52,6 +52,17 @@ class Lifecycle:
     def lost(self) -> list[int]:
         return [n for kind, n in self.events if kind == "lost"]
 
+    def open_sockets(self) -> list[int]:
+        """The transports made, not lost, and not even closing: sockets left open."""
+        lost = set(self.lost())
+        return [
+            n
+            for n in self.made()
+            if n not in lost
+            and (transport := self._seen[n - 1].transport) is not None
+            and not transport.is_closing()
+        ]
+
 
 @pytest.fixture
 def lifecycle(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lifecycle]:
@@ -203,7 +214,7 @@ async def test_a_cancelled_send_closes_its_socket_before_the_caller_hears_of_it(
 
 
 async def test_a_connect_cancelled_at_any_point_leaves_no_socket_open(
-    make_scripted_server: Callable[..., ScriptedServer], lifecycle: Lifecycle
+    make_scripted_server: Callable[..., ScriptedServer], lifecycle: Lifecycle, loop_name: str
 ) -> None:
     scripted = make_scripted_server([("sleep", 0.2), ("send", GREETING)], strict=False)
     for delay in (0.0, 0.001, 0.01, 0.05):
@@ -218,7 +229,12 @@ async def test_a_connect_cancelled_at_any_point_leaves_no_socket_open(
         if sorted(lifecycle.lost()) == sorted(lifecycle.made()):
             break
         await asyncio.sleep(0.01)
-    assert sorted(lifecycle.lost()) == sorted(lifecycle.made())
+    if loop_name == "uvloop":
+        # uvloop may close a transport cancelled as it connects and then still call
+        # connection_made, never connection_lost: its socket is closed all the same.
+        assert lifecycle.open_sockets() == []
+    else:
+        assert sorted(lifecycle.lost()) == sorted(lifecycle.made())
 
 
 async def test_a_pool_counts_a_cancelled_connection_until_its_socket_is_gone(
