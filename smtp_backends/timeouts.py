@@ -31,12 +31,16 @@ async def wait_for(work: Awaitable[T], timeout: float | None) -> T:
     if timeout is None or sys.version_info >= (3, 12):
         return await asyncio.wait_for(work, timeout)
     task = asyncio.ensure_future(work)
-    try:
-        done, _ = await asyncio.wait((task,), timeout=max(timeout, 0))
-    except BaseException:  # the caller was cancelled: so is the work
-        task.cancel()
-        raise
-    if not done:
+    done = False
+    if timeout > 0:
+        try:
+            finished, _ = await asyncio.wait((task,), timeout=timeout)
+        except BaseException:  # the caller was cancelled: so is the work
+            task.cancel()
+            raise
+        done = bool(finished)
+    if not done and not task.done():
+        # Timed out (or no time at all: as asyncio.wait_for, the work never starts).
         task.cancel()
         try:
             await asyncio.wait((task,))  # let the work end (its clean-up runs)
