@@ -9,13 +9,11 @@ messages is :mod:`.client`'s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.message
 import enum
 import logging
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -32,6 +30,7 @@ from .errors import (
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
+from .local_hostname import default_local_hostname
 from .message import message_bytes
 from .protocol import commands
 from .protocol.auth import MECHANISMS
@@ -73,79 +72,6 @@ Timeout = float | None | Literal[Default.token]
 # What a client knows of a server before (or without) EHLO. One shared value:
 # Extensions is frozen, and the client only reads it (esmtp_extensions copies).
 _NOTHING_ADVERTISED = Extensions()
-
-_fqdn: str | None = None
-# The lookup in flight and its event loop: connections opened together (a
-# pool's) share one lookup instead of each starting a thread for its own.
-_fqdn_lookup: tuple[asyncio.AbstractEventLoop, asyncio.Future[str]] | None = None
-
-
-def _lookup_fqdn() -> str:
-    name = socket.getfqdn()
-    try:
-        commands.ehlo_name(name)
-        name.encode("ascii")
-    except (ValueError, UnicodeEncodeError):
-        name = "localhost"
-    return name
-
-
-def _start_fqdn_lookup() -> asyncio.Future[str]:
-    """The FQDN lookup in flight on this loop, started now if there is none."""
-    global _fqdn_lookup
-    loop = asyncio.get_running_loop()
-    if _fqdn_lookup is None or _fqdn_lookup[0] is not loop or _fqdn_lookup[1].cancelled():
-        future: asyncio.Future[str] = loop.create_future()
-        # One short-lived thread of its own, not the loop's default executor:
-        # the lookup happens once per process, and creating an executor for
-        # it (and wrapping its future) cost about as much CPU again as the
-        # thread. A daemon, so that a slow resolver never holds up the end
-        # of asyncio.run() or of the interpreter.
-        threading.Thread(
-            target=_look_up_for, args=(loop, future), name="smtp_backends-fqdn", daemon=True
-        ).start()
-        _fqdn_lookup = (loop, future)
-    return _fqdn_lookup[1]
-
-
-def _look_up_for(loop: asyncio.AbstractEventLoop, future: asyncio.Future[str]) -> None:
-    """In the lookup thread: the FQDN, handed to ``future`` on its loop."""
-    try:
-        result: str | BaseException = _lookup_fqdn()
-    except BaseException as exc:  # reported to the waiters, as an executor would
-        result = exc
-    # RuntimeError: the loop closed meanwhile, and nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle_lookup, future, result)
-
-
-def _settle_lookup(future: asyncio.Future[str], result: str | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-def _prefetch_local_hostname(config: ConnectionConfig) -> None:
-    """Start looking this host's FQDN up if the EHLO to come will need it.
-
-    Called before connecting: the lookup then runs while the connection
-    opens and the greeting comes.
-    """
-    if _fqdn is None and config.local_hostname is None:
-        _start_fqdn_lookup()
-
-
-async def _default_local_hostname() -> str:
-    """This host's FQDN for EHLO, looked up once per process off the event loop."""
-    global _fqdn, _fqdn_lookup
-    if _fqdn is None:
-        # Shielded: one waiter's cancellation must not cancel the others' lookup.
-        _fqdn = await asyncio.shield(_start_fqdn_lookup())
-        _fqdn_lookup = None
-    return _fqdn
 
 
 class _ConfigOption:
@@ -470,7 +396,7 @@ class ClientBase:
     ) -> SMTPResponse:
         """Send EHLO or HELO with our name; raise SMTPHeloError unless 250."""
         if hostname is None:
-            name = self._config.local_hostname or await _default_local_hostname()
+            name = self._config.local_hostname or await default_local_hostname()
         else:
             # As aiosmtplib: a given name is stripped, and "" is an error (not the default).
             name = commands.ehlo_name(hostname.strip())

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import event_hooks
 from . import events as _events
-from .client_base import ClientBase, Timeout, _default, _prefetch_local_hostname
+from .client_base import ClientBase, Timeout, _default
 from .config import ConnectionConfig, OAuthTokenGenerator
 from .errors import (
     SMTPAuthenticationError,
@@ -28,6 +28,7 @@ from .errors import (
     SMTPResponseException,
     SMTPServerDisconnected,
 )
+from .local_hostname import prefetch_local_hostname
 from .protocol.auth import MECHANISMS, AuthExchange, Credentials, Mechanism, XOAuth2
 from .protocol.connection import Command
 from .protocol.replies import SMTPResponse
@@ -89,7 +90,7 @@ class ClientSession(ClientBase):
         return greeting
 
     async def _connect_to(self, config: ConnectionConfig) -> SMTPResponse:
-        _prefetch_local_hostname(config)  # looked up while the connection opens
+        prefetch_local_hostname(config)  # looked up while the connection opens
         self._transport = await open_transport(config, config.timeout)
         try:
             return await self._connect_steps(config)

@@ -30,7 +30,7 @@ from smtp_backends import (
     SMTPTimeoutError,
     SMTPUnknownOutcomeError,
     SMTPUnknownOutcomeTimeoutError,
-    client_base,
+    local_hostname,
 )
 from smtp_backends.pool_planner import EntryState
 from tests.scripted import CLOSE, Action, GroupServer, Item, then_close
@@ -232,7 +232,7 @@ async def test_connections_opened_together_look_the_host_name_up_once(
         time.sleep(0.05)  # a slow resolver: every connection asks while it runs
         return "client.example.com"
 
-    monkeypatch.setattr(client_base, "_fqdn", None)
+    monkeypatch.setattr(local_hostname, "_fqdn", None)
     monkeypatch.setattr(socket, "getfqdn", getfqdn)
     async with pool_for(server, max_connections=4) as pool:
         outcomes = await pool.send_messages(
